@@ -1,0 +1,98 @@
+"""Command line: `python -m PyTorch_Vision train --data-dir DIR --out runs/r1` runs the whole job (data, model
+summary, training with a checkpoint per epoch, curves, misclassified and GradCAM galleries, confusion matrix)."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .data import DataError, load_cifar10, make_batches
+from .gradcam import GradCAM
+from .models import ResNet18, summary
+from .train import CheckpointError, TrainConfig, fit
+from .utils import (default_device, denormalize, device_name, misclassified, plot_confusion, plot_gradcam,
+                    plot_history, plot_misclassified, predict, seed_everything)
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m PyTorch_Vision", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train ResNet18 on CIFAR-10 and draw every figure")
+    t.add_argument("--data-dir", default="data", help="CIFAR-10 folder: ImageFolder copy (train/, test/), "
+                   "cifar-10-batches-py, or where to download it (default: data)")
+    t.add_argument("--epochs", type=_positive(int), default=defaults.epochs)
+    t.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size)
+    t.add_argument("--max-lr", type=_positive(float), default=defaults.max_lr)
+    t.add_argument("--no-flip", action="store_true", help="plain RandomCrop + CutOut, no horizontal flip")
+    t.add_argument("--seed", type=int, default=defaults.seed)
+    t.add_argument("--limit-train", type=_positive(int), default=None, help="use a fixed subset of N train images")
+    t.add_argument("--limit-test", type=_positive(int), default=None, help="use a fixed subset of N test images")
+    t.add_argument("--out", default="runs/resnet18", help="folder for history.json, checkpoint.pt and figures")
+    t.add_argument("--resume", action="store_true", help="continue the run whose checkpoint.pt is in --out")
+    t.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    t.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar")
+    return parser
+
+
+def train(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if not args.resume and (out / "checkpoint.pt").exists():
+        raise CheckpointError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it or choose "
+                              "another --out: nothing was overwritten")
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_lr=args.max_lr,
+                         flip=not args.no_flip, seed=args.seed)
+    device = args.device or str(default_device())
+    data = load_cifar10(args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test)
+    print(f"data: {data.source}: {len(data.train_labels)} train / {len(data.test_labels)} test images")
+    print(f"device: {device_name(device)}")
+    seed_everything(config.seed)
+    model = ResNet18()
+    print(summary(model))
+    history = fit(model, data, config, device=device, out_dir=out, resume=args.resume, progress=args.progress)
+    plot_history(history, out / "loss_accuracy.png")
+
+    _, test_batches = make_batches(data, config.batch_size, device, on_device=False)
+    preds = predict(model, test_batches)
+    wrong = misclassified(preds, 10)
+    shown = denormalize(preds.images[wrong], data.mean, data.std)
+    plot_misclassified(shown, preds.labels[wrong], preds.predicted[wrong], preds.confidence[wrong], data.classes,
+                       path=out / "misclassified.png")
+    with GradCAM(model, model.layer4[-1]) as cam:
+        plot_gradcam(cam, preds.images[wrong], shown, preds.labels[wrong], preds.predicted[wrong], data.classes,
+                     "layer4[-1] (4x4)", path=out / "misclassified_gradcam.png")
+    plot_confusion(preds.labels, preds.predicted, data.classes, path=out / "confusion_matrix.png")
+    print(f"final test accuracy {history.test_acc[-1]:.2f}% (best {max(history.test_acc):.2f}%), "
+          f"{sum(history.epoch_seconds) / len(history):.1f} s/epoch; wrote {out}/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            train(args)
+    except (DataError, CheckpointError, FloatingPointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; the last finished epoch is in the checkpoint: rerun with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""Training: SGD + Nesterov with a per-batch OneCycle schedule, mixed precision, channels_last, and a
+checkpoint after every epoch so an interrupted run resumes to the same result."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .data import CIFAR10Data, make_batches
+
+
+@dataclass
+class TrainConfig:
+    """The recipe. Defaults are the 20-epoch ResNet18 recipe (see README: "Recipe")."""
+
+    epochs: int = 20
+    batch_size: int = 512
+    max_lr: float = 0.4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4      # not applied to BatchNorm weights or biases
+    label_smoothing: float = 0.1
+    pct_start: float = 0.25         # share of the steps spent warming up to max_lr
+    div_factor: float = 25.0        # initial lr = max_lr / div_factor
+    final_div_factor: float = 1e4   # final lr = initial lr / final_div_factor
+    flip: bool = True
+    seed: int = 0
+    amp: bool | None = None         # mixed precision; None: where it pays off (CUDA; CPUs with native bf16)
+    channels_last: bool = True
+    compile: bool | None = None     # torch.compile; None: on CUDA only
+    on_device_data: bool | None = None  # data held and augmented on the device; None: on CUDA only
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.max_lr, (int, float)) and math.isfinite(self.max_lr) and self.max_lr > 0):
+            raise ValueError(f"max_lr must be a positive number, got {self.max_lr!r}")
+        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or not 0 < self.pct_start < 1:
+            raise ValueError("weight_decay must be >= 0, label_smoothing in [0, 1), pct_start in (0, 1)")
+
+
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds")
+
+
+@dataclass
+class History:
+    """Per-epoch metrics; accuracies in percent, losses per-sample means over the whole epoch, lr as used by
+    the epoch's last batch."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    def append(self, **row: float) -> None:
+        for key in HISTORY_KEYS:
+            getattr(self, key).append(row[key])
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        missing = [k for k in HISTORY_KEYS if k not in d]
+        if missing:
+            raise ValueError(f"not a training history: keys {missing} are missing")
+        return cls(**{k: list(d[k]) for k in HISTORY_KEYS})
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write(path, json.dumps(self.to_dict(), indent=1).encode())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "History":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def table(self) -> str:
+        """The history as a Markdown table, one row per epoch."""
+        lines = ["| epoch | train loss | train acc % | test loss | test acc % | lr | seconds |",
+                 "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in zip(*(getattr(self, k) for k in HISTORY_KEYS)):
+            lines.append("| {} | {:.4f} | {:.2f} | {:.4f} | {:.2f} | {:.4g} | {:.1f} |".format(*r))
+        return "\n".join(lines)
+
+
+def atomic_write(path: str | os.PathLike, payload: bytes) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or belongs to another run; the message says what to do."""
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is far slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """The autocast dtype for `device`, or None for fp32. `amp=None` picks what pays off on this hardware."""
+    if amp is None:
+        amp = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    if not amp:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum; weight decay on conv/linear weights only, not on BatchNorm or biases."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=config.max_lr, momentum=config.momentum, nesterov=True)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """OneCycleLR over every batch of every epoch (stepped once per batch)."""
+    total = config.epochs * steps_per_epoch
+    if total < 3:
+        raise ValueError(f"a OneCycle schedule needs at least 3 training batches in all, this run has {total}: "
+                         "use more epochs, more images or a smaller batch size")
+    pct_start = min(max(config.pct_start, 2 / total), 1 - 1 / total)  # both phases at least one step long
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.max_lr, total_steps=total, pct_start=pct_start, div_factor=config.div_factor,
+        final_div_factor=config.final_div_factor)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy(), *np_state[2:]))
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint safely (weights_only); a clear CheckpointError if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: nothing to resume; start without --resume")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}); it is corrupt or not a "
+                              "checkpoint of this package: delete it, or start a new run in another --out") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "history" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of this package; start a new run in another --out")
+    return ckpt
+
+
+def _check_resumable(ckpt: dict, config: TrainConfig, data: CIFAR10Data, path: Path) -> None:
+    saved = ckpt.get("config", {})
+    differ = [f"{k}: checkpoint {saved[k]!r} vs now {v!r}" for k, v in asdict(config).items()
+              if k in saved and k != "compile" and saved[k] != v]
+    if ckpt.get("data") != data.fingerprint():
+        differ.append(f"data: checkpoint {ckpt.get('data')} vs now {data.fingerprint()}")
+    if differ:
+        raise CheckpointError(f"checkpoint {path} is from a different run ({'; '.join(differ)}); "
+                              "resume with the same settings and data, or start a new run in another --out")
+
+
+def _train_epoch(model, batches, optimizer, scheduler, scaler, criterion, autocast, channels_last, bar):
+    model.train()
+    loss_sum = torch.zeros((), device=next(model.parameters()).device)
+    correct = torch.zeros_like(loss_sum)
+    seen = 0
+    for i, (x, y) in enumerate(batches):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = model(x)
+        loss = criterion(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if bar is not None:
+            bar.update(1)
+            if i % 10 == 0:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")
+    return loss_sum.item() / seen, 100 * correct.item() / seen, lr
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, criterion=None, autocast=nullcontext,
+             channels_last: bool = False) -> tuple[float, float]:
+    """Mean loss and accuracy (%) of `model` over `batches` of (x, y), in eval mode; restores the mode."""
+    criterion = criterion or nn.CrossEntropyLoss()
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in batches:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = model(x)
+        loss_sum += criterion(logits.float(), y).item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    model.train(was_training)
+    return loss_sum / seen, 100 * correct / seen
+
+
+def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(), device: str | None = None,
+        out_dir: str | os.PathLike | None = None, resume: bool = False, progress: str = "bar") -> History:
+    """Train `model` on `data` with `config`; returns the History.
+
+    With `out_dir`, writes history.json and checkpoint.pt there after every epoch (atomically) and, with
+    `resume`, continues from them. `progress`: "bar" (a bar per epoch and a line per epoch), "epoch" (the
+    line only) or "none".
+    """
+    if progress not in ("bar", "epoch", "none"):
+        raise ValueError(f"progress must be 'bar', 'epoch' or 'none', got {progress!r}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / "checkpoint.pt" if out else None
+    if resume and out is None:
+        raise ValueError("resume needs out_dir: the folder holding checkpoint.pt")
+    if out is not None and not resume and ckpt_path.exists():
+        raise CheckpointError(f"{out} already holds a run (checkpoint.pt); resume it (--resume / resume=True) "
+                              "or choose another output folder: nothing was overwritten")
+
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_batches, test_batches = make_batches(data, config.batch_size, device, config.flip, config.seed,
+                                               config.on_device_data)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, len(train_batches))
+    dtype = amp_dtype(device, config.amp)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else nullcontext
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    use_compile = config.compile if config.compile is not None else device.type == "cuda"
+    step_model = torch.compile(model) if use_compile else model
+
+    history = History()
+    if resume:
+        ckpt = load_checkpoint(ckpt_path)
+        _check_resumable(ckpt, config, data, ckpt_path)
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not fit this model ({str(e).splitlines()[0]}); "
+                                  "resume with the model it was trained with") from None
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        history = History.from_dict(ckpt["history"])
+        if progress != "none":
+            tqdm.write(f"resumed {ckpt_path} after epoch {len(history)} of {config.epochs}", file=sys.stdout)
+    elif out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        start = time.perf_counter()
+        train_batches.set_epoch(epoch)
+        bar = tqdm(total=len(train_batches), desc=f"epoch {epoch}/{config.epochs}", leave=False,
+                   file=sys.stdout, dynamic_ncols=True) if progress == "bar" else None
+        train_loss, train_acc, lr = _train_epoch(step_model, train_batches, optimizer, scheduler, scaler, criterion,
+                                             autocast, config.channels_last, bar)
+        if bar is not None:
+            bar.close()
+        if not math.isfinite(train_loss):
+            kept = f"the checkpoint of epoch {len(history)} is kept in {out}" if out and len(history) else \
+                "no checkpoint was written"
+            raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch}; {kept}. "
+                                     f"Lower max_lr (now {config.max_lr}) or check the data.")
+        test_loss, test_acc = evaluate(step_model, test_batches, criterion, autocast, config.channels_last)
+        history.append(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
+                       test_acc=test_acc, lr=lr, epoch_seconds=time.perf_counter() - start)
+        if progress != "none":
+            tqdm.write(f"epoch {epoch:2d}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:5.2f}%  "
+                       f"test loss {test_loss:.4f} acc {test_acc:5.2f}%  lr {history.lr[-1]:.4f}  "
+                       f"{history.epoch_seconds[-1]:.1f} s", file=sys.stdout)
+        if out is not None:
+            _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, history, config, data)
+            history.save(out / "history.json")
+    return history
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: History, config: TrainConfig,
+                     data: CIFAR10Data) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(),
+             "history": history.to_dict(), "config": asdict(config), "data": data.fingerprint()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

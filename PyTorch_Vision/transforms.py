@@ -1,0 +1,112 @@
+"""Augmentations: albumentations pipelines (the reference definition, used on the CPU path) and the
+same distribution on whole batches of tensors (the device path: no per-image work, no workers).
+
+Recipe: pad 4 px with the mean colour, random 32x32 crop (all 81 offsets), horizontal flip,
+one 16x16 CutOut hole (DeVries & Taylor, 2017) filled with the mean colour, normalize.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI on import otherwise
+
+import albumentations as A
+import cv2
+import torch
+from albumentations.pytorch import ToTensorV2
+
+PAD = 4
+HOLE = 16
+
+
+def mean_colour(mean: Sequence[float]) -> tuple[int, ...]:
+    """Per-channel mean in 0..1 -> the uint8 RGB colour used to fill padding and holes."""
+    return tuple(int(round(m * 255)) for m in mean)
+
+
+def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need 3 values (RGB), got {len(mean)} and {len(std)}")
+    if not all(0 <= m <= 1 for m in mean) or not all(0 < s <= 1 for s in std):
+        raise ValueError(f"mean/std are per-channel values in 0..1 (albumentations' convention), got {mean}, {std}")
+
+
+def train_transforms(mean: Sequence[float], std: Sequence[float], flip: bool = True) -> A.Compose:
+    """Pad+crop, optional flip, one 16x16 CutOut, normalize: HxWx3 uint8 `image=` -> 3x32x32 float tensor."""
+    _check_stats(mean, std)
+    fill = mean_colour(mean)
+    steps = [
+        A.Pad(padding=PAD, fill=fill, border_mode=cv2.BORDER_CONSTANT),
+        A.RandomCrop(height=32, width=32),
+    ]
+    if flip:
+        steps.append(A.HorizontalFlip(p=0.5))
+    steps += [
+        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(HOLE, HOLE),
+                        hole_width_range=(HOLE, HOLE), fill=fill, p=1.0),
+        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+        ToTensorV2(),
+    ]
+    return A.Compose(steps, strict=True)
+
+
+def test_transforms(mean: Sequence[float], std: Sequence[float]) -> A.Compose:
+    """Normalize only: HxWx3 uint8 `image=` -> 3xHxW float tensor."""
+    _check_stats(mean, std)
+    return A.Compose([A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()],
+                     strict=True)
+
+
+# ---- the same augmentations on whole batches: (N,3,H,W) uint8 tensors on any device ----
+
+def batch_crop(images: torch.Tensor, fill: Sequence[int], padding: int = PAD,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pad each image by `padding` with `fill` and cut a random HxW window: every offset equally likely."""
+    n, c, h, w = images.shape
+    padded = images.new_empty(n, c, h + 2 * padding, w + 2 * padding)
+    padded[:] = torch.tensor(fill, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
+    padded[:, :, padding:padding + h, padding:padding + w] = images
+    dy = torch.randint(0, 2 * padding + 1, (n,), device=images.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), device=images.device, generator=generator)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    return padded[torch.arange(n, device=images.device)[:, None, None, None],
+                  torch.arange(c, device=images.device)[None, :, None, None], rows, cols]
+
+
+def batch_flip_lr(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def batch_cutout(images: torch.Tensor, fill: Sequence[int], size: int = HOLE,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fill one size x size square per image, placed uniformly so it lies wholly inside, with `fill`."""
+    n, c, h, w = images.shape
+    y0 = torch.randint(0, h - size + 1, (n, 1, 1, 1), device=images.device, generator=generator)
+    x0 = torch.randint(0, w - size + 1, (n, 1, 1, 1), device=images.device, generator=generator)
+    ys = torch.arange(h, device=images.device).view(1, 1, h, 1)
+    xs = torch.arange(w, device=images.device).view(1, 1, 1, w)
+    hole = (ys >= y0) & (ys < y0 + size) & (xs >= x0) & (xs < x0 + size)
+    colour = torch.tensor(fill, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
+    return torch.where(hole, colour, images)
+
+
+def batch_normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N,3,H,W) -> float32 (N,3,H,W), (x/255 - mean) / std."""
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255 - m) / s
+
+
+def batch_train_augment(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], flip: bool = True,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """The whole train_transforms recipe on a uint8 (N,3,32,32) batch -> normalized float (N,3,32,32)."""
+    fill = mean_colour(mean)
+    images = batch_crop(images, fill, generator=generator)
+    if flip:
+        images = batch_flip_lr(images, generator=generator)
+    images = batch_cutout(images, fill, generator=generator)
+    return batch_normalize(images, mean, std)

@@ -1,0 +1,201 @@
+"""Small helpers (device, seeding, denormalize, predictions) and the figures: every figure function returns
+a matplotlib Figure and saves it as PNG when given a path."""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from .gradcam import BaseCAM, overlay
+
+
+def default_device() -> torch.device:
+    """CUDA when there is a GPU, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_name(device: torch.device | str) -> str:
+    """A human name for the device: the GPU model, or the CPU with its core count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU ({cores} cores, {torch.get_num_threads()} torch threads)"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so model initialisation is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Undo normalization: (N,3,H,W) or (3,H,W) -> a new tensor in [0,1]."""
+    shape = (-1, 1, 1)
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(shape)
+    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(shape)
+    return (images * s + m).clamp(0, 1)
+
+
+@dataclass
+class Predictions:
+    """Model outputs over a data set, in its order: images (N,3,H,W) normalized, labels, predicted (N,) long,
+    confidence (N,) softmax probability of the predicted class."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    predicted: torch.Tensor
+    confidence: torch.Tensor
+
+    @property
+    def accuracy(self) -> float:
+        return 100 * (self.predicted == self.labels).float().mean().item()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches) -> Predictions:
+    """Run `model` in eval mode over `batches` of (x, y); mode restored afterwards. Results on the CPU."""
+    was_training = model.training
+    model.eval()
+    images, labels, predicted, confidence = [], [], [], []
+    for x, y in batches:
+        probs = model(x).float().softmax(1)
+        conf, pred = probs.max(1)
+        images.append(x.cpu()), labels.append(y.cpu()), predicted.append(pred.cpu()), confidence.append(conf.cpu())
+    model.train(was_training)
+    return Predictions(torch.cat(images), torch.cat(labels), torch.cat(predicted), torch.cat(confidence))
+
+
+def misclassified(preds: Predictions, n: int = 10) -> torch.Tensor:
+    """Indices of up to n wrong predictions, most confident first (the most instructive mistakes)."""
+    wrong = (preds.predicted != preds.labels).nonzero().flatten()
+    order = preds.confidence[wrong].argsort(descending=True, stable=True)
+    return wrong[order[:n]]
+
+
+def per_class_accuracy(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes,) accuracy in percent for each true class (NaN where a class has no examples)."""
+    matrix = confusion_matrix(labels, predicted, num_classes).float()
+    return 100 * matrix.diag() / matrix.sum(1)
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) counts: row = true class, column = predicted class."""
+    idx = labels.long() * num_classes + predicted.long()
+    return torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+# ---- figures ----
+
+def save_figure(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    """Save as PNG when a path is given (creating its folder) and return the figure."""
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=fig.dpi, bbox_inches="tight")
+    return fig
+
+
+def _as_hwc(image) -> np.ndarray:
+    img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = img.transpose(1, 2, 0)
+    return img
+
+
+def show_images(images: Sequence, nrows: int, ncols: int, titles: Sequence[str] | None = None,
+                suptitle: str | None = None, size: float = 1.6, path=None) -> Figure:
+    """A grid of images ((3,H,W) or (H,W,3); float in [0,1] or uint8) with optional titles."""
+    fig = Figure(figsize=(ncols * size, nrows * size * (1.25 if titles else 1)), dpi=100, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(_as_hwc(images[i]), interpolation="nearest")
+            if titles:
+                ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return save_figure(fig, path)
+
+
+def plot_history(history, path=None) -> Figure:
+    """Loss and accuracy per epoch, train vs test, side by side."""
+    fig = Figure(figsize=(11, 4), dpi=100, layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, key, label in ((ax_loss, "loss", "loss (cross-entropy)"), (ax_acc, "acc", "accuracy (%)")):
+        ax.plot(history.epoch, getattr(history, f"train_{key}"), "o-", label="train (augmented)")
+        ax.plot(history.epoch, getattr(history, f"test_{key}"), "s-", label="test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    best = int(np.argmax(history.test_acc))
+    ax_acc.annotate(f"best {history.test_acc[best]:.2f}%", (history.epoch[best], history.test_acc[best]),
+                    textcoords="offset points", xytext=(-60, -25), arrowprops={"arrowstyle": "->"})
+    ax_loss.set_title("Loss per epoch")
+    ax_acc.set_title("Accuracy per epoch")
+    return save_figure(fig, path)
+
+
+def plot_misclassified(images, labels, predicted, confidence, classes: Sequence[str], ncols: int = 5,
+                       path=None) -> Figure:
+    """Gallery of misclassified images titled with true class, predicted class and confidence."""
+    titles = [f"true: {classes[t]}\npred: {classes[p]} ({100 * c:.0f}%)"
+              for t, p, c in zip(labels.tolist(), predicted.tolist(), confidence.tolist())]
+    nrows = max(1, -(-len(images) // ncols))
+    return show_images(images, nrows, ncols, titles, suptitle="Misclassified test images", size=2.0, path=path)
+
+
+def plot_gradcam(cam: BaseCAM, inputs: torch.Tensor, images, labels: torch.Tensor, predicted: torch.Tensor,
+                 classes: Sequence[str], layer_name: str, path=None) -> Figure:
+    """One row per example: the image, the CAM of the predicted class, the CAM of the true class.
+
+    inputs: (N,3,H,W) normalized model inputs; images: the same, un-normalized, for display."""
+    maps_pred, maps_true = cam(inputs, predicted), cam(inputs, labels)
+    n = len(inputs)
+    fig = Figure(figsize=(6.6, 2.3 * n), dpi=100, layout="constrained")
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        img = _as_hwc(images[i])
+        panels = ((img, f"true: {classes[labels[i]]}"),
+                  (overlay(img, maps_pred[i]), f"CAM pred: {classes[predicted[i]]}"),
+                  (overlay(img, maps_true[i]), f"CAM true: {classes[labels[i]]}"))
+        for ax, (picture, title) in zip(axes[i], panels):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+    fig.suptitle(f"GradCAM at {layer_name} (red = evidence for the class)")
+    return save_figure(fig, path)
+
+
+def plot_confusion(labels: torch.Tensor, predicted: torch.Tensor, classes: Sequence[str], path=None) -> Figure:
+    """Confusion matrix (rows true, columns predicted) with per-class accuracy on the row labels."""
+    k = len(classes)
+    matrix = confusion_matrix(labels, predicted, k).numpy()
+    acc = per_class_accuracy(labels, predicted, k).numpy()
+    fig = Figure(figsize=(8, 7), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="test images")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), [f"{c} ({a:.1f}%)" for c, a in zip(classes, acc)])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (per-class accuracy)")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_title(f"Confusion matrix, overall accuracy {100 * np.trace(matrix) / matrix.sum():.2f}%")
+    return save_figure(fig, path)
