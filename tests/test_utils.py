@@ -1,0 +1,51 @@
+import matplotlib.figure
+import torch
+
+from PyTorch_Vision.train import History
+from PyTorch_Vision.utils import (Predictions, confusion_matrix, denormalize, misclassified, per_class_accuracy,
+                                  plot_confusion, plot_history, plot_misclassified, show_images)
+
+
+def test_denormalize_inverts_and_does_not_mutate():
+    x = torch.rand(2, 3, 4, 4)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    normalized = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    copy = normalized.clone()
+    torch.testing.assert_close(denormalize(normalized, mean, std), x)
+    assert torch.equal(normalized, copy)
+
+
+def test_misclassified_most_confident_first():
+    preds = Predictions(images=torch.zeros(5, 3, 2, 2), labels=torch.tensor([0, 1, 2, 3, 4]),
+                        predicted=torch.tensor([0, 2, 2, 1, 0]), confidence=torch.tensor([.9, .5, .8, .7, .95]))
+    assert misclassified(preds, 10).tolist() == [4, 3, 1]
+    assert misclassified(preds, 2).tolist() == [4, 3]
+    assert abs(preds.accuracy - 40.0) < 1e-4
+
+
+def test_confusion_matrix_and_per_class_accuracy():
+    labels, predicted = torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 0])
+    m = confusion_matrix(labels, predicted, 3)
+    assert m.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert per_class_accuracy(labels, predicted, 3).tolist() == [50.0, 100.0, 0.0]
+
+
+def test_figures_are_returned_and_saved(tmp_path):
+    h = History()
+    for e in range(1, 4):
+        h.append(epoch=e, train_loss=2.0 / e, train_acc=30.0 * e, test_loss=2.1 / e, test_acc=29.0 * e,
+                 lr=0.1, epoch_seconds=1.0)
+    fig = plot_history(h, tmp_path / "plots" / "curves.png")
+    assert isinstance(fig, matplotlib.figure.Figure) and (tmp_path / "plots" / "curves.png").stat().st_size > 0
+    labels = {ax.get_xlabel() for ax in fig.axes} | {ax.get_ylabel() for ax in fig.axes}
+    assert {"epoch", "loss (cross-entropy)", "accuracy (%)"} <= labels
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
+
+    images = torch.rand(3, 3, 8, 8)
+    fig = plot_misclassified(images, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 0]), torch.tensor([.9, .8, .7]),
+                             ["a", "b", "c"], ncols=3, path=tmp_path / "wrong.png")
+    assert fig.axes[0].get_title() == "true: a\npred: b (90%)"
+    assert (tmp_path / "wrong.png").exists()
+    assert len(show_images(images, 1, 3).axes) == 3
+    fig = plot_confusion(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0]), ["a", "b", "c"], tmp_path / "cm.png")
+    assert "66.67%" in fig.axes[0].get_title()
