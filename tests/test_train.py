@@ -1,0 +1,139 @@
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+import PyTorch_Vision.train as train_module
+from conftest import TinyNet
+from PyTorch_Vision.train import (HISTORY_KEYS, CheckpointError, History, TrainConfig, fit, load_checkpoint,
+                                  make_optimizer)
+
+CONFIG = TrainConfig(epochs=4, batch_size=32, max_lr=0.05, seed=0)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return TinyNet()
+
+
+def test_short_training_lowers_the_loss(tiny_data):
+    h = fit(tiny_model(), tiny_data, replace(CONFIG, epochs=6), device="cpu", progress="none")
+    assert h.epoch == [1, 2, 3, 4, 5, 6]
+    assert h.train_loss[-1] < 0.8 * h.train_loss[0]
+    assert h.test_acc[-1] > 30  # chance is 10%
+
+
+def test_one_cycle_is_stepped_every_batch(tiny_data):
+    h = fit(tiny_model(), tiny_data, replace(CONFIG, epochs=4, pct_start=0.25), device="cpu", progress="none")
+    assert max(h.lr) == pytest.approx(CONFIG.max_lr, rel=0.2), "warm-up must reach max_lr within the first epochs"
+    assert h.lr[-1] < 1e-3 * CONFIG.max_lr, "the schedule must anneal to ~0 by the last batch"
+
+
+def test_weight_decay_skips_batchnorm_and_biases():
+    model = TinyNet()
+    decayed, plain = make_optimizer(model, CONFIG).param_groups
+    assert decayed["weight_decay"] == CONFIG.weight_decay and plain["weight_decay"] == 0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in plain["params"])
+    assert decayed["nesterov"]
+
+
+def test_history_round_trip(tmp_path):
+    h = History()
+    h.append(epoch=1, train_loss=2.0, train_acc=20.0, test_loss=1.9, test_acc=25.0, lr=0.1, epoch_seconds=3.5)
+    h.save(tmp_path / "history.json")
+    assert set(json.loads((tmp_path / "history.json").read_text())) == set(HISTORY_KEYS)
+    assert History.load(tmp_path / "history.json") == h
+    assert "| 1 | 2.0000 | 20.00 |" in h.table()
+    (tmp_path / "other.json").write_text('{"epoch": []}')
+    with pytest.raises(ValueError, match="missing"):
+        History.load(tmp_path / "other.json")
+
+
+class CrashAfter(torch.nn.Module):
+    """Wraps a model and raises on the n-th forward pass: a run killed in the middle of an epoch."""
+
+    def __init__(self, model, n):
+        super().__init__()
+        self.model, self.calls, self.n = model, 0, n
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt("killed")
+        return self.model(x)
+
+
+def test_kill_and_resume_gives_the_same_run(tiny_data, tmp_path):
+    straight = fit(tiny_model(), tiny_data, CONFIG, device="cpu", out_dir=tmp_path / "a", progress="none")
+
+    steps, evals = 6, 2  # 192 train / 32; 64 test / 32
+    killed = CrashAfter(tiny_model(), n=2 * (steps + evals) + 3)  # 3 batches into epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        fit(killed, tiny_data, CONFIG, device="cpu", out_dir=tmp_path / "b", progress="none")
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["history"]["epoch"] == [1, 2]
+
+    resumed_model = CrashAfter(tiny_model(seed=99), n=-1)  # different init: everything must come from the checkpoint
+    resumed = fit(resumed_model, tiny_data, CONFIG, device="cpu", out_dir=tmp_path / "b", resume=True,
+                  progress="none")
+    for key in HISTORY_KEYS[:-1]:
+        assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key
+    assert History.load(tmp_path / "b" / "history.json").test_acc == resumed.test_acc
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.allclose(a[k].float(), b["model." + k].float(), atol=1e-6) for k in a)
+
+
+def test_resume_errors(tiny_data, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        fit(tiny_model(), tiny_data, CONFIG, device="cpu", out_dir=tmp_path, resume=True)
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        fit(tiny_model(), tiny_data, CONFIG, device="cpu", out_dir=tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        fit(tiny_model(), tiny_data, CONFIG, device="cpu", out_dir=tmp_path)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"garbage", "nothing on disk may be overwritten"
+
+
+def test_resume_with_other_settings_or_model_is_refused(tiny_data, tmp_path):
+    fit(tiny_model(), tiny_data, replace(CONFIG, epochs=1), device="cpu", out_dir=tmp_path, progress="none")
+    with pytest.raises(CheckpointError, match="max_lr: checkpoint 0.05 vs now 0.1"):
+        fit(tiny_model(), tiny_data, replace(CONFIG, epochs=1, max_lr=0.1), device="cpu", out_dir=tmp_path,
+            resume=True)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        fit(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10)), tiny_data,
+            replace(CONFIG, epochs=1), device="cpu", out_dir=tmp_path, resume=True)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_data, tmp_path):
+    class NaNFrom(CrashAfter):
+        def forward(self, x):
+            self.calls += 1
+            out = self.model(x)
+            return out * float("nan") if self.calls >= self.n else out
+
+    model = NaNFrom(tiny_model(), n=6 + 2 + 1)  # first batch of epoch 2
+    with pytest.raises(FloatingPointError, match="became nan in epoch 2.*epoch 1 is kept"):
+        fit(model, tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none")
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["history"]["epoch"] == [1]
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": -1}, {"max_lr": 0.0}, {"max_lr": float("nan")},
+                                    {"epochs": 2.5}])
+def test_config_rejects_non_positive_values(kwargs):
+    with pytest.raises(ValueError, match="positive"):
+        TrainConfig(**kwargs)
+
+
+def test_too_few_batches_for_a_schedule(tiny_data):
+    with pytest.raises(ValueError, match="at least 3 training batches"):
+        fit(tiny_model(), tiny_data, TrainConfig(epochs=1, batch_size=128), device="cpu", progress="none")
+
+
+def test_amp_is_chosen_where_it_pays_off(monkeypatch):
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+    assert train_module.amp_dtype(torch.device("cpu"), None) is None
+    assert train_module.amp_dtype(torch.device("cpu"), True) == torch.bfloat16
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+    assert train_module.amp_dtype(torch.device("cpu"), None) == torch.bfloat16
+    assert train_module.amp_dtype(torch.device("cpu"), False) is None
