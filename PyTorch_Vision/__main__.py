@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from .data import DataError, load_cifar10, make_batches
 from .gradcam import GradCAM
 from .models import ResNet18, summary
-from .train import CheckpointError, TrainConfig, fit
+from .train import CheckpointError, TrainConfig, fit, load_checkpoint
 from .utils import (default_device, denormalize, device_name, misclassified, plot_confusion, plot_gradcam,
                     plot_history, plot_misclassified, predict, seed_everything)
 
@@ -51,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    if not args.resume and (out / "checkpoint.pt").exists():
+    if args.resume:
+        load_checkpoint(out / "checkpoint.pt")  # fail before loading data when there is nothing to resume
+    elif (out / "checkpoint.pt").exists():
         raise CheckpointError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it or choose "
                               "another --out: nothing was overwritten")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_lr=args.max_lr,

@@ -1,0 +1,64 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from PyTorch_Vision.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd=ROOT):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "PyTorch_Vision", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def test_train_end_to_end_writes_history_checkpoint_and_figures(image_folder, tmp_path):
+    root, _ = image_folder
+    out = tmp_path / "run"
+    result = run_cli("train", "--data-dir", root, "--epochs", 1, "--batch-size", 16, "--out", out,
+                     "--progress", "epoch", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "Total params: 11,173,962" in result.stdout and "final test accuracy" in result.stdout
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == [1] and 0 <= history["test_acc"][0] <= 100
+    for name in ("checkpoint.pt", "loss_accuracy.png", "misclassified.png", "misclassified_gradcam.png",
+                 "confusion_matrix.png"):
+        assert (out / name).stat().st_size > 0, name
+
+    before = (out / "checkpoint.pt").read_bytes()
+    again = run_cli("train", "--data-dir", root, "--epochs", 1, "--batch-size", 16, "--out", out)
+    assert again.returncode == 1 and "already holds a run" in again.stderr and "Traceback" not in again.stderr
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data-dir", "{tmp}/missing", "--epochs", "1"], "could not download"),
+    (["--data-dir", "{tmp}", "--epochs", "1"], "could not download"),
+    (["--epochs", "0"], "must be positive"),
+    (["--batch-size", "-4"], "must be positive"),
+    (["--max-lr", "0"], "must be positive"),
+    (["--max-lr", "fast"], "not a float"),
+    (["--resume", "--out", "{tmp}/empty"], "no checkpoint"),
+])
+def test_bad_input_gives_one_clear_error(args, message, tmp_path, capsys, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    argv = ["train"] + [a.format(tmp=tmp_path) for a in args]
+    if "--out" not in args:
+        argv += ["--out", str(tmp_path / "out")]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own usage errors exit 2
+        code = e.code
+    err = capsys.readouterr().err
+    assert code != 0 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
