@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from .gradcam import BaseCAM, overlay
@@ -138,12 +139,13 @@ def plot_history(history, path=None) -> Figure:
         ax.plot(history.epoch, getattr(history, f"train_{key}"), "o-", label="train (augmented)")
         ax.plot(history.epoch, getattr(history, f"test_{key}"), "s-", label="test")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
     best = int(np.argmax(history.test_acc))
     ax_acc.annotate(f"best {history.test_acc[best]:.2f}%", (history.epoch[best], history.test_acc[best]),
-                    textcoords="offset points", xytext=(-60, -25), arrowprops={"arrowstyle": "->"})
+                    textcoords="offset points", xytext=(-90, -30), arrowprops={"arrowstyle": "->"})
     ax_loss.set_title("Loss per epoch")
     ax_acc.set_title("Accuracy per epoch")
     return save_figure(fig, path)
