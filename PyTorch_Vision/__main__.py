@@ -3,6 +3,7 @@ summary, training with a checkpoint per epoch, curves, misclassified and GradCAM
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -10,9 +11,9 @@ from pathlib import Path
 from .data import DataError, load_cifar10, make_batches
 from .gradcam import GradCAM
 from .models import ResNet18, summary
-from .train import CheckpointError, TrainConfig, fit, load_checkpoint
+from .train import CheckpointError, TrainConfig, atomic_write, fit, load_checkpoint, lr_find
 from .utils import (default_device, denormalize, device_name, misclassified, plot_confusion, plot_gradcam,
-                    plot_history, plot_misclassified, predict, seed_everything)
+                    plot_history, plot_lr_find, plot_misclassified, predict, seed_everything)
 
 
 def _positive(kind):
@@ -45,7 +46,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run whose checkpoint.pt is in --out")
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     t.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar")
+    f = sub.add_parser("lr-find", help="LR range test with the training recipe; writes lr_find.png/json")
+    f.add_argument("--data-dir", default="data")
+    f.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size)
+    f.add_argument("--steps", type=_positive(int), default=100)
+    f.add_argument("--start-lr", type=_positive(float), default=1e-4)
+    f.add_argument("--end-lr", type=_positive(float), default=10.0)
+    f.add_argument("--limit-train", type=_positive(int), default=None)
+    f.add_argument("--seed", type=int, default=defaults.seed)
+    f.add_argument("--out", default="runs/lr_find")
+    f.add_argument("--device", default=None)
     return parser
+
+
+def find_lr(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    config = TrainConfig(batch_size=args.batch_size, seed=args.seed)
+    device = args.device or str(default_device())
+    data = load_cifar10(args.data_dir, limit_train=args.limit_train)
+    seed_everything(config.seed)
+    result = lr_find(ResNet18(), data, config, device, args.start_lr, args.end_lr, args.steps)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "lr_find.json", json.dumps({"lrs": result.lrs, "losses": result.losses,
+                                                   "batch_size": args.batch_size, "device": device_name(device),
+                                                   "suggestion": result.suggestion()}, indent=1).encode())
+    plot_lr_find(result, config.max_lr, out / "lr_find.png")
+    print(f"{len(result.lrs)} steps on {device_name(device)}; steepest descent at lr {result.suggestion():.3g} "
+          f"(recipe max LR {config.max_lr}); wrote {out}/lr_find.png and lr_find.json")
 
 
 def train(args: argparse.Namespace) -> None:
@@ -86,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             train(args)
+        elif args.command == "lr-find":
+            find_lr(args)
     except (DataError, CheckpointError, FloatingPointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

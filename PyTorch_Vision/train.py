@@ -338,3 +338,70 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: H
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+@dataclass
+class LRFinderResult:
+    """Learning rates tried (one per batch, growing exponentially) and the smoothed training loss at each."""
+
+    lrs: list[float]
+    losses: list[float]
+
+    def suggestion(self) -> float:
+        """The learning rate where the smoothed loss falls fastest (steepest negative slope in log-lr)."""
+        if len(self.lrs) < 3:
+            raise ValueError("too few points to suggest a learning rate; run more steps")
+        log_lr = np.log(self.lrs)
+        slope = np.gradient(np.array(self.losses), log_lr)
+        return float(self.lrs[int(np.argmin(slope))])
+
+
+def lr_find(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(), device: str | None = None,
+            start_lr: float = 1e-4, end_lr: float = 10.0, steps: int = 100, smoothing: float = 0.05,
+            diverge: float = 4.0) -> LRFinderResult:
+    """LR range test (Smith, "Cyclical Learning Rates for Training Neural Networks", 2017): train with the
+    recipe's optimizer while the learning rate grows from start_lr to end_lr over `steps` batches; stop when
+    the loss exceeds `diverge` times its best. The model's weights and mode are restored afterwards."""
+    if not 0 < start_lr < end_lr or steps < 3:
+        raise ValueError("need 0 < start_lr < end_lr and steps >= 3")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_batches, _ = make_batches(data, config.batch_size, device, config.flip, config.seed, config.on_device_data)
+    optimizer = make_optimizer(model, config)
+    dtype = amp_dtype(device, config.amp)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else nullcontext
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    factor = (end_lr / start_lr) ** (1 / (steps - 1))
+    result, avg, best = LRFinderResult([], []), 0.0, math.inf
+    model.train()
+    try:
+        epoch = 0
+        while len(result.lrs) < steps:
+            epoch += 1
+            train_batches.set_epoch(epoch)
+            for x, y in train_batches:
+                lr = start_lr * factor ** len(result.lrs)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast():
+                    loss = criterion(model(x).float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                avg = smoothing * loss.item() + (1 - smoothing) * avg
+                smoothed = avg / (1 - (1 - smoothing) ** (len(result.lrs) + 1))  # bias-corrected running mean
+                result.lrs.append(lr)
+                result.losses.append(smoothed)
+                best = min(best, smoothed)
+                if not math.isfinite(smoothed) or smoothed > diverge * best or len(result.lrs) >= steps:
+                    return result
+    finally:
+        model.load_state_dict(saved)
+        model.train(was_training)
+    return result

@@ -201,3 +201,22 @@ def plot_confusion(labels: torch.Tensor, predicted: torch.Tensor, classes: Seque
                     color="white" if matrix[i, j] > matrix.max() / 2 else "black")
     ax.set_title(f"Confusion matrix, overall accuracy {100 * np.trace(matrix) / matrix.sum():.2f}%")
     return save_figure(fig, path)
+
+
+def plot_lr_find(result, chosen: float | None = None, path=None) -> Figure:
+    """Smoothed loss against learning rate (log scale), with the steepest-descent suggestion and the chosen rate."""
+    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(result.lrs, result.losses)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("smoothed training loss")
+    suggested = result.suggestion()
+    ax.axvline(suggested, color="tab:green", ls="--", label=f"steepest descent {suggested:.3g}")
+    if chosen is not None:
+        ax.axvline(chosen, color="tab:red", ls=":", label=f"chosen max LR {chosen:.3g}")
+    ax.set_ylim(min(result.losses) * 0.95, min(max(result.losses), 3 * min(result.losses)))
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title("LR range test")
+    return save_figure(fig, path)

@@ -62,3 +62,14 @@ def test_bad_input_gives_one_clear_error(args, message, tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert code != 0 and message in err and "Traceback" not in err
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+def test_lr_find_writes_curve_and_suggestion(image_folder, tmp_path):
+    root, _ = image_folder
+    out = tmp_path / "lr"
+    code = main(["lr-find", "--data-dir", str(root), "--batch-size", "16", "--steps", "5", "--out", str(out),
+                 "--device", "cpu"])
+    assert code == 0
+    found = json.loads((out / "lr_find.json").read_text())
+    assert len(found["lrs"]) == 5 and found["lrs"][0] == pytest.approx(1e-4) and found["batch_size"] == 16
+    assert (out / "lr_find.png").stat().st_size > 0

@@ -137,3 +137,17 @@ def test_amp_is_chosen_where_it_pays_off(monkeypatch):
     monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
     assert train_module.amp_dtype(torch.device("cpu"), None) == torch.bfloat16
     assert train_module.amp_dtype(torch.device("cpu"), False) is None
+
+
+def test_lr_range_test_finds_a_sensible_rate_and_restores_the_model(tiny_data):
+    from PyTorch_Vision.train import lr_find
+
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = lr_find(model, tiny_data, replace(CONFIG, batch_size=16), device="cpu", start_lr=1e-4, end_lr=100,
+                     steps=60)
+    assert all(b > a for a, b in zip(result.lrs, result.lrs[1:])), "learning rates must grow"
+    assert result.lrs[0] == pytest.approx(1e-4)
+    assert len(result.lrs) < 60 or result.losses[-1] > min(result.losses), "a too-high rate must make it diverge"
+    assert 1e-3 < result.suggestion() < 10
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
