@@ -136,6 +136,11 @@ def amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def autocast_for(device: torch.device, dtype: torch.dtype | None):
+    """A factory of autocast contexts for `device` and `dtype` (None: plain fp32)."""
+    return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else nullcontext
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum; weight decay on conv/linear weights only, not on BatchNorm or biases."""
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -199,12 +204,11 @@ def _check_resumable(ckpt: dict, config: TrainConfig, data: CIFAR10Data, path: P
                               "resume with the same settings and data, or start a new run in another --out")
 
 
-def _train_epoch(model, batches, optimizer, scheduler, scaler, criterion, autocast, channels_last, bar):
-    model.train()
-    loss_sum = torch.zeros((), device=next(model.parameters()).device)
-    correct = torch.zeros_like(loss_sum)
-    seen = 0
-    for i, (x, y) in enumerate(batches):
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, autocast=nullcontext,
+              channels_last: bool = False, scaler: torch.amp.GradScaler | None = None):
+    """The training step: forward (under `autocast`), loss in fp32, backward, optimizer step.
+    Returns step(x, y) -> (loss, logits), both detached."""
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
@@ -218,9 +222,20 @@ def _train_epoch(model, batches, optimizer, scheduler, scaler, criterion, autoca
         else:
             loss.backward()
             optimizer.step()
+        return loss.detach(), logits.detach()
+    return step
+
+
+def _train_epoch(model, batches, step, optimizer, scheduler, bar):
+    model.train()
+    loss_sum = torch.zeros((), device=next(model.parameters()).device)
+    correct = torch.zeros_like(loss_sum)
+    seen = 0
+    for i, (x, y) in enumerate(batches):
+        loss, logits = step(x, y)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if bar is not None:
@@ -278,10 +293,11 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     scheduler = make_scheduler(optimizer, config, len(train_batches))
     dtype = amp_dtype(device, config.amp)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else nullcontext
+    autocast = autocast_for(device, dtype)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     use_compile = config.compile if config.compile is not None else device.type == "cuda"
     step_model = torch.compile(model) if use_compile else model
+    step = make_step(step_model, optimizer, criterion, autocast, config.channels_last, scaler)
 
     history = History()
     if resume:
@@ -308,8 +324,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         train_batches.set_epoch(epoch)
         bar = tqdm(total=len(train_batches), desc=f"epoch {epoch}/{config.epochs}", leave=False,
                    file=sys.stdout, dynamic_ncols=True) if progress == "bar" else None
-        train_loss, train_acc, lr = _train_epoch(step_model, train_batches, optimizer, scheduler, scaler, criterion,
-                                             autocast, config.channels_last, bar)
+        train_loss, train_acc, lr = _train_epoch(step_model, train_batches, step, optimizer, scheduler, bar)
         if bar is not None:
             bar.close()
         if not math.isfinite(train_loss):
@@ -373,8 +388,9 @@ def lr_find(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConf
     train_batches, _ = make_batches(data, config.batch_size, device, config.flip, config.seed, config.on_device_data)
     optimizer = make_optimizer(model, config)
     dtype = amp_dtype(device, config.amp)
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else nullcontext
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    autocast = autocast_for(device, dtype)
+    step = make_step(model, optimizer, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), autocast,
+                     config.channels_last)
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     result, avg, best = LRFinderResult([], []), 0.0, math.inf
     model.train()
@@ -387,13 +403,7 @@ def lr_find(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConf
                 lr = start_lr * factor ** len(result.lrs)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                if config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast():
-                    loss = criterion(model(x).float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss, _ = step(x, y)
                 avg = smoothing * loss.item() + (1 - smoothing) * avg
                 smoothed = avg / (1 - (1 - smoothing) ** (len(result.lrs) + 1))  # bias-corrected running mean
                 result.lrs.append(lr)

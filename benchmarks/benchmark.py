@@ -16,7 +16,6 @@ import itertools
 import os
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,7 +25,7 @@ from torch import nn  # noqa: E402
 
 from PyTorch_Vision.data import load_cifar10, make_batches, make_data  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
-from PyTorch_Vision.train import TrainConfig, amp_dtype, make_optimizer  # noqa: E402
+from PyTorch_Vision.train import TrainConfig, amp_dtype, autocast_for, make_optimizer, make_step  # noqa: E402
 from PyTorch_Vision.utils import device_name  # noqa: E402
 
 EPOCH = 50_000
@@ -55,24 +54,13 @@ def rate(fn, batches, steps: int, warmup: int, batch_size: int, device: torch.de
 
 
 def train_step(model: nn.Module, device: torch.device, dtype, channels_last: bool, compile_model: bool):
+    """The package's training step (make_step) with the given settings."""
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, TrainConfig())
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-    step_model = torch.compile(model) if compile_model else model
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else nullcontext
-
-    def step(x, y):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            logits = step_model(x)
-        loss = criterion(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return step
+    return make_step(torch.compile(model) if compile_model else model, optimizer,
+                     nn.CrossEntropyLoss(label_smoothing=0.1), autocast_for(device, dtype), channels_last)
 
 
 def main() -> None:
