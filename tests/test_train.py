@@ -17,8 +17,10 @@ def tiny_model(seed=0):
     return TinyNet()
 
 
-def test_short_training_lowers_the_loss(tiny_data):
-    h = fit(tiny_model(), tiny_data, replace(CONFIG, epochs=6), device="cpu", progress="none")
+@pytest.mark.parametrize("on_device_data", [False, True], ids=["albumentations-loader", "batched-on-device"])
+def test_short_training_lowers_the_loss(tiny_data, on_device_data):
+    config = replace(CONFIG, epochs=6, on_device_data=on_device_data)
+    h = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
     assert h.epoch == [1, 2, 3, 4, 5, 6]
     assert h.train_loss[-1] < 0.8 * h.train_loss[0]
     assert h.test_acc[-1] > 30  # chance is 10%
