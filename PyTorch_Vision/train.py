@@ -2,6 +2,7 @@
 checkpoint after every epoch so an interrupted run resumes to the same result."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -350,9 +351,9 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: H
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(),
              "history": history.to_dict(), "config": asdict(config), "data": data.fingerprint()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 @dataclass
