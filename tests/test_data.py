@@ -99,10 +99,11 @@ def test_no_network_points_to_data_dir(tmp_path, monkeypatch):
         load_cifar10(tmp_path / "data")
 
 
-@pytest.mark.parametrize("on_device", [False, True])
-def test_batches_repeat_per_epoch_and_cover_the_set(on_device):
+@pytest.mark.parametrize("on_device,workers", [(False, 0), (False, 2), (True, None)],
+                         ids=["loader", "loader-2-workers", "on-device"])
+def test_batches_repeat_per_epoch_and_cover_the_set(on_device, workers):
     data = synthetic_cifar10(100, 50)
-    train, test = make_batches(data, 32, "cpu", seed=3, on_device=on_device)
+    train, test = make_batches(data, 32, "cpu", seed=3, on_device=on_device, num_workers=workers)
     assert len(train) == 4 and len(test) == 2
 
     def epoch(e):
