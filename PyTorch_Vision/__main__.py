@@ -104,7 +104,9 @@ def train(args: argparse.Namespace) -> None:
         plot_gradcam(cam, preds.images[wrong], shown, preds.labels[wrong], preds.predicted[wrong], data.classes,
                      "layer4[-1] (4x4)", path=out / "misclassified_gradcam.png")
     plot_confusion(preds.labels, preds.predicted, data.classes, path=out / "confusion_matrix.png")
-    print(f"final test accuracy {history.test_acc[-1]:.2f}% (best {max(history.test_acc):.2f}%), "
+    tta = predict(model, test_batches, flip_tta=True)
+    print(f"final test accuracy {history.test_acc[-1]:.2f}% (best {max(history.test_acc):.2f}%; with flip "
+          f"test-time augmentation {tta.accuracy:.2f}%), "
           f"{sum(history.epoch_seconds) / len(history):.1f} s/epoch; wrote {out}/")
 
 

@@ -66,13 +66,17 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches) -> Predictions:
-    """Run `model` in eval mode over `batches` of (x, y); mode restored afterwards. Results on the CPU."""
+def predict(model: nn.Module, batches, flip_tta: bool = False) -> Predictions:
+    """Run `model` in eval mode over `batches` of (x, y); mode restored afterwards. Results on the CPU.
+
+    flip_tta: average the softmax of each image and its mirror image (test-time augmentation)."""
     was_training = model.training
     model.eval()
     images, labels, predicted, confidence = [], [], [], []
     for x, y in batches:
         probs = model(x).float().softmax(1)
+        if flip_tta:
+            probs = (probs + model(x.flip(-1)).float().softmax(1)) / 2
         conf, pred = probs.max(1)
         images.append(x.cpu()), labels.append(y.cpu()), predicted.append(pred.cpu()), confidence.append(conf.cpu())
     model.train(was_training)

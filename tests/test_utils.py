@@ -49,3 +49,18 @@ def test_figures_are_returned_and_saved(tmp_path):
     assert len(show_images(images, 1, 3).axes) == 3
     fig = plot_confusion(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0]), ["a", "b", "c"], tmp_path / "cm.png")
     assert "66.67%" in fig.axes[0].get_title()
+
+
+def test_predict_with_flip_tta_averages_image_and_mirror():
+    from PyTorch_Vision.utils import predict
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3)).train()
+    x, y = torch.randn(5, 3, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    plain = predict(model, [(x, y)])
+    tta = predict(model, [(x, y)], flip_tta=True)
+    expected = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+    torch.testing.assert_close(tta.confidence, expected.max(1).values)
+    assert torch.equal(tta.predicted, expected.argmax(1))
+    torch.testing.assert_close(plain.confidence, model(x).softmax(1).max(1).values)
+    assert model.training and torch.equal(tta.images, x)
