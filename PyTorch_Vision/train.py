@@ -364,11 +364,12 @@ class LRFinderResult:
     losses: list[float]
 
     def suggestion(self) -> float:
-        """The learning rate where the smoothed loss falls fastest (steepest negative slope in log-lr)."""
-        if len(self.lrs) < 3:
-            raise ValueError("too few points to suggest a learning rate; run more steps")
-        log_lr = np.log(self.lrs)
-        slope = np.gradient(np.array(self.losses), log_lr)
+        """The learning rate where the smoothed loss falls fastest (steepest negative slope in log-lr),
+        looking only up to the lowest loss: what follows a blow-up is not learning."""
+        end = int(np.argmin(self.losses)) + 1
+        if end < 3:
+            raise ValueError("the loss never fell: lower start_lr or run more steps")
+        slope = np.gradient(np.array(self.losses[:end]), np.log(self.lrs[:end]))
         return float(self.lrs[int(np.argmin(slope))])
 
 
