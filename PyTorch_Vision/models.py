@@ -85,8 +85,6 @@ def summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)) ->
 
     param = next(model.parameters())
     device = "cuda" if param.device.type == "cuda" else "cpu"
-    if param.device.type not in ("cpu", "cuda"):
-        model = model.to("cpu")
     probe = copy.deepcopy(model).float().to(device)
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
