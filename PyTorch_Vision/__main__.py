@@ -1,5 +1,5 @@
 """Command line: `python -m PyTorch_Vision train --data-dir DIR --out runs/r1` runs the whole job (data, model
-summary, training with a checkpoint per epoch, curves, misclassified and GradCAM galleries, confusion matrix)."""
+summary, training with checkpoints during and after each epoch, curves, misclassified and GradCAM galleries, confusion matrix)."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit-test", type=_positive(int), default=None, help="use a fixed subset of N test images")
     t.add_argument("--out", default="runs/resnet18", help="folder for history.json, checkpoint.pt and figures")
     t.add_argument("--resume", action="store_true", help="continue the run whose checkpoint.pt is in --out")
+    t.add_argument("--checkpoint-minutes", type=_positive(float), default=10.0,
+                   help="also checkpoint within an epoch this often, so an interruption loses at most that much")
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     t.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar")
     f = sub.add_parser("lr-find", help="LR range test with the training recipe; writes lr_find.png/json")
@@ -91,7 +93,8 @@ def train(args: argparse.Namespace) -> None:
     seed_everything(config.seed)
     model = ResNet18()
     print(summary(model))
-    history = fit(model, data, config, device=device, out_dir=out, resume=args.resume, progress=args.progress)
+    history = fit(model, data, config, device=device, out_dir=out, resume=args.resume, progress=args.progress,
+                  checkpoint_seconds=60 * args.checkpoint_minutes)
     plot_history(history, out / "loss_accuracy.png")
 
     _, test_batches = make_batches(data, config.batch_size, device, on_device=False)

@@ -1,8 +1,9 @@
-"""Training: SGD + Nesterov with a per-batch OneCycle schedule, mixed precision, channels_last, and a
-checkpoint after every epoch so an interrupted run resumes to the same result."""
+"""Training: SGD + Nesterov with a per-batch OneCycle schedule, mixed precision, channels_last, and
+checkpoints during and after every epoch so that an interrupted run resumes to the same result."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -10,7 +11,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -227,23 +228,47 @@ def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.
     return step
 
 
-def _train_epoch(model, batches, step, optimizer, scheduler, bar):
+@dataclass
+class EpochProgress:
+    """How far an epoch has got: what a mid-epoch checkpoint holds so that a resumed run goes on from there."""
+
+    epoch: int
+    batches: int = 0        # training batches done
+    loss_sum: float = 0.0   # sum of per-sample losses so far
+    correct: int = 0
+    seen: int = 0
+    lr: float = 0.0         # lr of the last batch done
+    seconds: float = 0.0    # wall time spent in this epoch so far
+
+
+def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: EpochProgress,
+                 save=None, save_every_s: float = math.inf) -> EpochProgress:
+    """Train on `batches` from batch `progress.batches` on (earlier ones are drawn and skipped, which replays the
+    augmentation's random stream); calls `save(progress)` every `save_every_s` seconds while the loss is finite."""
     model.train()
-    loss_sum = torch.zeros((), device=next(model.parameters()).device)
-    correct = torch.zeros_like(loss_sum)
-    seen = 0
-    for i, (x, y) in enumerate(batches):
+    start = time.perf_counter() - progress.seconds
+    loss_sum = torch.tensor(progress.loss_sum, device=next(model.parameters()).device)
+    correct = torch.tensor(progress.correct, device=loss_sum.device)
+    p, last_save = progress, time.perf_counter()
+    if bar is not None:
+        bar.update(p.batches)
+    for x, y in itertools.islice(batches, p.batches, None):
         loss, logits = step(x, y)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
+        p = replace(p, batches=p.batches + 1, seen=p.seen + len(y), lr=lr)
         if bar is not None:
             bar.update(1)
-            if i % 10 == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")
-    return loss_sum.item() / seen, 100 * correct.item() / seen, lr
+            if p.batches % 10 == 1:
+                bar.set_postfix(loss=f"{loss_sum.item() / p.seen:.3f}", acc=f"{100 * correct.item() / p.seen:.1f}%")
+        if save is not None and time.perf_counter() - last_save >= save_every_s and p.batches < len(batches) \
+                and math.isfinite(loss_sum.item()):
+            save(replace(p, loss_sum=loss_sum.item(), correct=int(correct.item()),
+                         seconds=time.perf_counter() - start))
+            last_save = time.perf_counter()
+    return replace(p, loss_sum=loss_sum.item(), correct=int(correct.item()), seconds=time.perf_counter() - start)
 
 
 @torch.no_grad()
@@ -267,15 +292,19 @@ def evaluate(model: nn.Module, batches, criterion=None, autocast=nullcontext,
 
 
 def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(), device: str | None = None,
-        out_dir: str | os.PathLike | None = None, resume: bool = False, progress: str = "bar") -> History:
+        out_dir: str | os.PathLike | None = None, resume: bool = False, progress: str = "bar",
+        checkpoint_seconds: float = 600.0) -> History:
     """Train `model` on `data` with `config`; returns the History.
 
-    With `out_dir`, writes history.json and checkpoint.pt there after every epoch (atomically) and, with
-    `resume`, continues from them. `progress`: "bar" (a bar per epoch and a line per epoch), "epoch" (the
-    line only) or "none".
+    With `out_dir`, writes history.json and checkpoint.pt there after every epoch, and checkpoint.pt also every
+    `checkpoint_seconds` within an epoch (atomically); with `resume`, continues from the checkpoint to the same
+    result as an uninterrupted run. `progress`: "bar" (a bar per epoch and a line per epoch), "epoch" (the line
+    only) or "none".
     """
     if progress not in ("bar", "epoch", "none"):
         raise ValueError(f"progress must be 'bar', 'epoch' or 'none', got {progress!r}")
+    if not checkpoint_seconds >= 0:
+        raise ValueError(f"checkpoint_seconds must be >= 0 (0: after every batch), got {checkpoint_seconds!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoint.pt" if out else None
@@ -300,7 +329,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     step_model = torch.compile(model) if use_compile else model
     step = make_step(step_model, optimizer, criterion, autocast, config.channels_last, scaler)
 
-    history = History()
+    history, partial = History(), None
     if resume:
         ckpt = load_checkpoint(ckpt_path)
         _check_resumable(ckpt, config, data, ckpt_path)
@@ -315,27 +344,39 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
             scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         history = History.from_dict(ckpt["history"])
+        partial = EpochProgress(**ckpt["partial"]) if ckpt.get("partial") else None
         if progress != "none":
-            tqdm.write(f"resumed {ckpt_path} after epoch {len(history)} of {config.epochs}", file=sys.stdout)
+            where = f"epoch {partial.epoch} at batch {partial.batches}" if partial else f"after epoch {len(history)}"
+            tqdm.write(f"resumed {ckpt_path} in {where} of {config.epochs}", file=sys.stdout)
     elif out is not None:
         out.mkdir(parents=True, exist_ok=True)
 
+    kept = (f"epoch {partial.epoch} at batch {partial.batches}" if partial else f"epoch {len(history)}") \
+        if resume else None  # what the checkpoint on disk holds
+
+    def save_partial(p: EpochProgress) -> None:
+        nonlocal kept
+        _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, history, config, data, p)
+        kept = f"epoch {p.epoch} at batch {p.batches}"
+
     for epoch in range(len(history) + 1, config.epochs + 1):
-        start = time.perf_counter()
         train_batches.set_epoch(epoch)
         bar = tqdm(total=len(train_batches), desc=f"epoch {epoch}/{config.epochs}", leave=False,
                    file=sys.stdout, dynamic_ncols=True) if progress == "bar" else None
-        train_loss, train_acc, lr = _train_epoch(step_model, train_batches, step, optimizer, scheduler, bar)
+        done = _train_epoch(step_model, train_batches, step, optimizer, scheduler, bar,
+                            partial if partial and partial.epoch == epoch else EpochProgress(epoch),
+                            save_partial if out is not None else None, checkpoint_seconds)
+        train_loss, train_acc = done.loss_sum / done.seen, 100 * done.correct / done.seen
         if bar is not None:
             bar.close()
         if not math.isfinite(train_loss):
-            kept = f"the checkpoint of epoch {len(history)} is kept in {out}" if out and len(history) else \
-                "no checkpoint was written"
-            raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch}; {kept}. "
+            on_disk = f"the checkpoint of {kept} is kept in {out}" if kept else "no checkpoint was written"
+            raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch}; {on_disk}. "
                                      f"Lower max_lr (now {config.max_lr}) or check the data.")
+        start = time.perf_counter()
         test_loss, test_acc = evaluate(step_model, test_batches, criterion, autocast, config.channels_last)
         history.append(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                       test_acc=test_acc, lr=lr, epoch_seconds=time.perf_counter() - start)
+                       test_acc=test_acc, lr=done.lr, epoch_seconds=done.seconds + time.perf_counter() - start)
         if progress != "none":
             tqdm.write(f"epoch {epoch:2d}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:5.2f}%  "
                        f"test loss {test_loss:.4f} acc {test_acc:5.2f}%  lr {history.lr[-1]:.4f}  "
@@ -343,12 +384,13 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         if out is not None:
             _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, history, config, data)
             history.save(out / "history.json")
+            kept = f"epoch {epoch}"
     return history
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: History, config: TrainConfig,
-                     data: CIFAR10Data) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     data: CIFAR10Data, partial: EpochProgress | None = None) -> None:
+    state = {"partial": asdict(partial) if partial is not None else None,"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(),
              "history": history.to_dict(), "config": asdict(config), "data": data.fingerprint()}
     buffer = io.BytesIO()

@@ -43,6 +43,7 @@ def test_train_end_to_end_writes_history_checkpoint_and_figures(image_folder, tm
     (["--batch-size", "-4"], "must be positive"),
     (["--max-lr", "0"], "must be positive"),
     (["--max-lr", "fast"], "not a float"),
+    (["--checkpoint-minutes", "-1"], "must be positive"),
     (["--resume", "--out", "{tmp}/empty"], "no checkpoint"),
 ])
 def test_bad_input_gives_one_clear_error(args, message, tmp_path, capsys, monkeypatch):

@@ -86,6 +86,25 @@ def test_kill_and_resume_gives_the_same_run(tiny_data, tmp_path):
     assert all(torch.allclose(a[k].float(), b["model." + k].float(), atol=1e-6) for k in a)
 
 
+@pytest.mark.parametrize("on_device_data", [False, True], ids=["albumentations-loader", "batched-on-device"])
+def test_kill_within_an_epoch_resumes_at_the_batch_it_reached(tiny_data, tmp_path, on_device_data):
+    config = replace(CONFIG, on_device_data=on_device_data)
+    straight = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
+
+    killed = CrashAfter(tiny_model(), n=2 * (6 + 2) + 4)  # in the 4th batch of epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        fit(killed, tiny_data, config, device="cpu", out_dir=tmp_path, progress="none", checkpoint_seconds=0)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["history"]["epoch"] == [1, 2]
+    assert (ckpt["partial"]["epoch"], ckpt["partial"]["batches"], ckpt["partial"]["seen"]) == (3, 3, 96)
+
+    resumed = fit(CrashAfter(tiny_model(seed=99), n=-1), tiny_data, config, device="cpu", out_dir=tmp_path,
+                  resume=True, progress="none")
+    for key in HISTORY_KEYS[:-1]:
+        assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["partial"] is None, "a finished epoch clears the partial state"
+
+
 def test_resume_errors(tiny_data, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         fit(tiny_model(), tiny_data, CONFIG, device="cpu", out_dir=tmp_path, resume=True)
