@@ -11,9 +11,9 @@ from pathlib import Path
 from .data import DataError, load_cifar10, make_batches
 from .gradcam import GradCAM
 from .models import ResNet18, summary
-from .train import CheckpointError, TrainConfig, atomic_write, fit, load_checkpoint, lr_find
+from .train import CheckpointError, History, TrainConfig, atomic_write, fit, load_checkpoint, lr_find
 from .utils import (default_device, denormalize, device_name, misclassified, plot_confusion, plot_gradcam,
-                    plot_history, plot_lr_find, plot_misclassified, predict, seed_everything)
+                    plot_history, plot_lr_find, plot_misclassified, predict, results_markdown, seed_everything)
 
 
 def _positive(kind):
@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=defaults.seed)
     f.add_argument("--out", default="runs/lr_find")
     f.add_argument("--device", default=None)
+    r = sub.add_parser("results", help="print a run's history.json as Markdown: headline figures, per-epoch table")
+    r.add_argument("history", help="a history.json written by train or by the notebook")
     return parser
 
 
@@ -120,11 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             train(args)
         elif args.command == "lr-find":
             find_lr(args)
+        elif args.command == "results":
+            print(results_markdown(History.load(args.history)))
     except (DataError, CheckpointError, FloatingPointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted; the last finished epoch is in the checkpoint: rerun with --resume", file=sys.stderr)
+        print("interrupted; the last checkpoint (at most --checkpoint-minutes old) is in --out: rerun with --resume",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import CIFAR10Data, make_batches
+from .utils import markdown_table
 
 
 @dataclass
@@ -92,16 +93,34 @@ class History:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "History":
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except FileNotFoundError:
+            raise ValueError(f"no history at {path}: give the history.json that a run wrote") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not JSON ({e}): give the history.json that a run wrote") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} is not a training history (a JSON object of per-epoch lists)")
+        return cls.from_dict(d)
 
     def table(self) -> str:
         """The history as a Markdown table, one row per epoch."""
-        lines = ["| epoch | train loss | train acc % | test loss | test acc % | lr | seconds |",
-                 "|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in zip(*(getattr(self, k) for k in HISTORY_KEYS)):
-            lines.append("| {} | {:.4f} | {:.2f} | {:.4f} | {:.2f} | {:.4g} | {:.1f} |".format(*r))
-        return "\n".join(lines)
+        rows = [(e, f"{tl:.4f}", f"{ta:.2f}", f"{vl:.4f}", f"{va:.2f}", f"{lr:.4g}", f"{sec:.1f}")
+                for e, tl, ta, vl, va, lr, sec in zip(*(getattr(self, k) for k in HISTORY_KEYS))]
+        return markdown_table(("epoch", "train loss", "train acc %", "test loss", "test acc %", "lr", "seconds"),
+                              rows, align="right")
+
+    def summary(self) -> list[tuple[str, str]]:
+        """The headline figures as (what, value) rows: final and best test accuracy, time per epoch and in all."""
+        if not len(self):
+            raise ValueError("an empty history has no results: train at least one epoch")
+        best = max(range(len(self)), key=self.test_acc.__getitem__)
+        total = sum(self.epoch_seconds)
+        return [(f"final test accuracy (epoch {self.epoch[-1]})", f"**{self.test_acc[-1]:.2f}%**"),
+                ("best test accuracy", f"{self.test_acc[best]:.2f}% (epoch {self.epoch[best]})"),
+                ("mean time per epoch (train + test)", f"{total / len(self):.1f} s"),
+                ("total training time", f"{total / 60:.1f} min")]
 
 
 def atomic_write(path: str | os.PathLike, payload: bytes) -> None:

@@ -104,6 +104,19 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes:
 
 # ---- figures ----
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str = "left") -> str:
+    """A Markdown table from a header and rows of cells (anything str() turns into text); `align`: left/right."""
+    rule = "---:" if align == "right" else "---"
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join(rule for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def results_markdown(history) -> str:
+    """A run's results as Markdown: the headline figures, then one row per epoch (the README's results section)."""
+    return markdown_table(("", ""), history.summary()) + "\n\n" + history.table()
+
+
 def save_figure(fig: Figure, path: str | os.PathLike | None) -> Figure:
     """Save as PNG when a path is given (creating its folder) and return the figure."""
     if path is not None:

@@ -74,3 +74,17 @@ def test_lr_find_writes_curve_and_suggestion(image_folder, tmp_path):
     found = json.loads((out / "lr_find.json").read_text())
     assert len(found["lrs"]) == 5 and found["lrs"][0] == pytest.approx(1e-4) and found["batch_size"] == 16
     assert (out / "lr_find.png").stat().st_size > 0
+
+
+def test_results_prints_a_history_as_markdown(tmp_path, capsys):
+    from PyTorch_Vision.train import History
+    from PyTorch_Vision.utils import results_markdown
+
+    h = History()
+    h.append(epoch=1, train_loss=2.0, train_acc=20.0, test_loss=1.9, test_acc=25.0, lr=0.1, epoch_seconds=3.5)
+    h.save(tmp_path / "history.json")
+    assert main(["results", str(tmp_path / "history.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == results_markdown(h) and "**25.00%**" in out and "| 1 | 2.0000 | 20.00 |" in out
+    assert main(["results", str(tmp_path / "absent.json")]) == 1
+    assert "no history at" in capsys.readouterr().err
