@@ -1,5 +1,6 @@
 """Command line: `python -m PyTorch_Vision train --data-dir DIR --out runs/r1` runs the whole job (data, model
-summary, training with checkpoints during and after each epoch, curves, misclassified and GradCAM galleries, confusion matrix)."""
+summary, training with checkpoints during and after each epoch, curves, misclassified and GradCAM galleries,
+confusion matrix)."""
 from __future__ import annotations
 
 import argparse

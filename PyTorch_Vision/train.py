@@ -365,8 +365,8 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         history = History.from_dict(ckpt["history"])
         partial = EpochProgress(**ckpt["partial"]) if ckpt.get("partial") else None
         if progress != "none":
-            where = f"epoch {partial.epoch} at batch {partial.batches}" if partial else f"after epoch {len(history)}"
-            tqdm.write(f"resumed {ckpt_path} in {where} of {config.epochs}", file=sys.stdout)
+            where = f"in epoch {partial.epoch} at batch {partial.batches}" if partial else f"after epoch {len(history)}"
+            tqdm.write(f"resumed {ckpt_path} {where} of {config.epochs}", file=sys.stdout)
     elif out is not None:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -409,9 +409,10 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: History, config: TrainConfig,
                      data: CIFAR10Data, partial: EpochProgress | None = None) -> None:
-    state = {"partial": asdict(partial) if partial is not None else None,"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(),
-             "history": history.to_dict(), "config": asdict(config), "data": data.fingerprint()}
+             "history": history.to_dict(), "config": asdict(config), "data": data.fingerprint(),
+             "partial": asdict(partial) if partial is not None else None}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write(path, buffer.getvalue())

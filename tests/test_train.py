@@ -61,7 +61,8 @@ def test_history_summary_names_final_and_best_epochs():
     h = History()
     for e, acc, sec in [(1, 50.0, 10.0), (2, 70.5, 12.0), (3, 70.25, 14.0)]:
         h.append(epoch=e, train_loss=1.0, train_acc=acc, test_loss=1.0, test_acc=acc, lr=0.1, epoch_seconds=sec)
-    assert dict(h.summary()) == {"final test accuracy (epoch 3)": "**70.25%**", "best test accuracy": "70.50% (epoch 2)",
+    assert dict(h.summary()) == {"final test accuracy (epoch 3)": "**70.25%**",
+                                 "best test accuracy": "70.50% (epoch 2)",
                                  "mean time per epoch (train + test)": "12.0 s", "total training time": "0.6 min"}
     with pytest.raises(ValueError, match="empty history"):
         History().summary()
@@ -102,7 +103,7 @@ def test_kill_and_resume_gives_the_same_run(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("on_device_data", [False, True], ids=["albumentations-loader", "batched-on-device"])
-def test_kill_within_an_epoch_resumes_at_the_batch_it_reached(tiny_data, tmp_path, on_device_data):
+def test_kill_within_an_epoch_resumes_at_the_batch_it_reached(tiny_data, tmp_path, on_device_data, capsys):
     config = replace(CONFIG, on_device_data=on_device_data)
     straight = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
 
@@ -114,7 +115,8 @@ def test_kill_within_an_epoch_resumes_at_the_batch_it_reached(tiny_data, tmp_pat
     assert (ckpt["partial"]["epoch"], ckpt["partial"]["batches"], ckpt["partial"]["seen"]) == (3, 3, 96)
 
     resumed = fit(CrashAfter(tiny_model(seed=99), n=-1), tiny_data, config, device="cpu", out_dir=tmp_path,
-                  resume=True, progress="none")
+                  resume=True, progress="epoch")
+    assert f"resumed {tmp_path / 'checkpoint.pt'} in epoch 3 at batch 3 of 4" in capsys.readouterr().out
     for key in HISTORY_KEYS[:-1]:
         assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key
     assert load_checkpoint(tmp_path / "checkpoint.pt")["partial"] is None, "a finished epoch clears the partial state"
