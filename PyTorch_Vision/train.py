@@ -365,8 +365,11 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         history = History.from_dict(ckpt["history"])
         partial = EpochProgress(**ckpt["partial"]) if ckpt.get("partial") else None
         if progress != "none":
-            where = f"in epoch {partial.epoch} at batch {partial.batches}" if partial else f"after epoch {len(history)}"
-            tqdm.write(f"resumed {ckpt_path} {where} of {config.epochs}", file=sys.stdout)
+            for i in range(len(history)):  # so that a resumed run's output still has every epoch's line
+                tqdm.write(_epoch_line(history, i, config.epochs), file=sys.stdout)
+            where = f"in epoch {partial.epoch}/{config.epochs} at batch {partial.batches}/{len(train_batches)}" \
+                if partial else f"after epoch {len(history)}/{config.epochs}"
+            tqdm.write(f"resumed {ckpt_path} {where}", file=sys.stdout)
     elif out is not None:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -397,14 +400,18 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         history.append(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                        test_acc=test_acc, lr=done.lr, epoch_seconds=done.seconds + time.perf_counter() - start)
         if progress != "none":
-            tqdm.write(f"epoch {epoch:2d}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:5.2f}%  "
-                       f"test loss {test_loss:.4f} acc {test_acc:5.2f}%  lr {history.lr[-1]:.4f}  "
-                       f"{history.epoch_seconds[-1]:.1f} s", file=sys.stdout)
+            tqdm.write(_epoch_line(history, -1, config.epochs), file=sys.stdout)
         if out is not None:
             _save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, history, config, data)
             history.save(out / "history.json")
             kept = f"epoch {epoch}"
     return history
+
+
+def _epoch_line(history: History, i: int, epochs: int) -> str:
+    return (f"epoch {history.epoch[i]:2d}/{epochs}  train loss {history.train_loss[i]:.4f} "
+            f"acc {history.train_acc[i]:5.2f}%  test loss {history.test_loss[i]:.4f} acc {history.test_acc[i]:5.2f}%  "
+            f"lr {history.lr[i]:.4f}  {history.epoch_seconds[i]:.1f} s")
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: History, config: TrainConfig,
