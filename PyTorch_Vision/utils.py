@@ -1,5 +1,5 @@
-"""Small helpers (device, seeding, denormalize, predictions) and the figures: every figure function returns
-a matplotlib Figure and saves it as PNG when given a path."""
+"""Small helpers (device, seeding, denormalize, predictions, Markdown tables) and the figures: every figure
+function returns a matplotlib Figure and saves it as PNG when given a path."""
 from __future__ import annotations
 
 import os
@@ -102,7 +102,7 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes:
     return torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes)
 
 
-# ---- figures ----
+# ---- tables ----
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str = "left") -> str:
     """A Markdown table from a header and rows of cells (anything str() turns into text); `align`: left/right."""
@@ -116,6 +116,8 @@ def results_markdown(history) -> str:
     """A run's results as Markdown: the headline figures, then one row per epoch (the README's results section)."""
     return markdown_table(("", ""), history.summary()) + "\n\n" + history.table()
 
+
+# ---- figures ----
 
 def save_figure(fig: Figure, path: str | os.PathLike | None) -> Figure:
     """Save as PNG when a path is given (creating its folder) and return the figure."""
