@@ -13,8 +13,9 @@ from .data import DataError, load_cifar10, make_batches
 from .gradcam import GradCAM
 from .models import ResNet18, summary
 from .train import CheckpointError, History, TrainConfig, atomic_write, fit, load_checkpoint, lr_find
-from .utils import (default_device, denormalize, device_name, misclassified, plot_confusion, plot_gradcam,
-                    plot_history, plot_lr_find, plot_misclassified, predict, results_markdown, seed_everything)
+from .utils import (default_device, denormalize, device_name, markdown_table, misclassified, plot_confusion,
+                    plot_gradcam, plot_history, plot_lr_find, plot_misclassified, predict, results_markdown,
+                    seed_everything)
 
 
 def _positive(kind):
@@ -111,9 +112,9 @@ def train(args: argparse.Namespace) -> None:
                      "layer4[-1] (4x4)", path=out / "misclassified_gradcam.png")
     plot_confusion(preds.labels, preds.predicted, data.classes, path=out / "confusion_matrix.png")
     tta = predict(model, test_batches, flip_tta=True)
-    print(f"final test accuracy {history.test_acc[-1]:.2f}% (best {max(history.test_acc):.2f}%; with flip "
-          f"test-time augmentation {tta.accuracy:.2f}%), "
-          f"{sum(history.epoch_seconds) / len(history):.1f} s/epoch; wrote {out}/")
+    print(markdown_table(("", ""), history.summary() + [
+        ("final model with flip test-time augmentation", f"{tta.accuracy:.2f}%")]))
+    print(f"wrote {out}/")
 
 
 def main(argv: list[str] | None = None) -> int:
