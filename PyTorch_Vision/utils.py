@@ -3,6 +3,7 @@ function returns a matplotlib Figure and saves it as PNG when given a path."""
 from __future__ import annotations
 
 import os
+import platform
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,26 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows ("" if nothing)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def device_name(device: torch.device | str) -> str:
-    """A human name for the device: the GPU model, or the CPU with its core count."""
+    """A human name for the device: the GPU model, or the CPU model with its core count."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU ({cores} cores, {torch.get_num_threads()} torch threads)"
+    model = cpu_model()
+    return f"CPU{': ' + model if model else ''} ({cores} cores, {torch.get_num_threads()} torch threads)"
 
 
 def seed_everything(seed: int) -> None:
