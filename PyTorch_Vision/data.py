@@ -175,7 +175,7 @@ def synthetic_cifar10(n_train: int = 512, n_test: int = 256, seed: int = 0) -> C
     train_images, train_labels = draw(n_train)
     test_images, test_labels = draw(n_test)
     return make_data(train_images, train_labels, test_images, test_labels, CIFAR10_CLASSES,
-                     f"synthetic stand-in ({n_train} train / {n_test} test images)")
+                     "synthetic stand-in (coloured stripes, not CIFAR-10)")
 
 
 # ---- batches ----
