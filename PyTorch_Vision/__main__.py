@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive(int), default=defaults.epochs)
     t.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size)
     t.add_argument("--max-lr", type=_positive(float), default=defaults.max_lr)
+    t.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    t.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     t.add_argument("--no-flip", action="store_true", help="plain RandomCrop + CutOut, no horizontal flip")
+    t.add_argument("--no-cutout", action="store_true", help="no CutOut hole (an ablation, not the recipe)")
     t.add_argument("--seed", type=int, default=defaults.seed)
     t.add_argument("--limit-train", type=_positive(int), default=None, help="use a fixed subset of N train images")
     t.add_argument("--limit-test", type=_positive(int), default=None, help="use a fixed subset of N test images")
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-minutes", type=_positive(float), default=10.0,
                    help="also checkpoint within an epoch this often, so an interruption loses at most that much")
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (off by default: it does not pay off in 20 epochs)")
     t.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar")
     f = sub.add_parser("lr-find", help="LR range test with the training recipe; writes lr_find.png/json")
     f.add_argument("--data-dir", default="data")
@@ -89,7 +94,9 @@ def train(args: argparse.Namespace) -> None:
         raise CheckpointError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it or choose "
                               "another --out: nothing was overwritten")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_lr=args.max_lr,
-                         flip=not args.no_flip, seed=args.seed)
+                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, flip=not args.no_flip,
+                         cutout=not args.no_cutout, seed=args.seed,
+                         compile=args.compile)
     device = args.device or str(default_device())
     data = load_cifar10(args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test)
     print(f"data: {data.source}: {len(data.train_labels)} train / {len(data.test_labels)} test images")

@@ -32,8 +32,10 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
         raise ValueError(f"mean/std are per-channel values in 0..1 (albumentations' convention), got {mean}, {std}")
 
 
-def train_transforms(mean: Sequence[float], std: Sequence[float], flip: bool = True) -> A.Compose:
-    """Pad+crop, optional flip, one 16x16 CutOut, normalize: HxWx3 uint8 `image=` -> 3x32x32 float tensor."""
+def train_transforms(mean: Sequence[float], std: Sequence[float], flip: bool = True,
+                     cutout: bool = True) -> A.Compose:
+    """Pad+crop, optional flip, one 16x16 CutOut (switchable for ablations), normalize: HxWx3 uint8 `image=`
+    -> 3x32x32 float tensor."""
     _check_stats(mean, std)
     fill = mean_colour(mean)
     steps = [
@@ -42,9 +44,10 @@ def train_transforms(mean: Sequence[float], std: Sequence[float], flip: bool = T
     ]
     if flip:
         steps.append(A.HorizontalFlip(p=0.5))
+    if cutout:
+        steps.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(HOLE, HOLE),
+                                     hole_width_range=(HOLE, HOLE), fill=fill, p=1.0))
     steps += [
-        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(HOLE, HOLE),
-                        hole_width_range=(HOLE, HOLE), fill=fill, p=1.0),
         A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
         ToTensorV2(),
     ]
@@ -102,11 +105,12 @@ def batch_normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
 
 
 def batch_train_augment(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], flip: bool = True,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, cutout: bool = True) -> torch.Tensor:
     """The whole train_transforms recipe on a uint8 (N,3,32,32) batch -> normalized float (N,3,32,32)."""
     fill = mean_colour(mean)
     images = batch_crop(images, fill, generator=generator)
     if flip:
         images = batch_flip_lr(images, generator=generator)
-    images = batch_cutout(images, fill, generator=generator)
+    if cutout:
+        images = batch_cutout(images, fill, generator=generator)
     return batch_normalize(images, mean, std)

@@ -2,7 +2,7 @@
 
   plain      fp32, default memory format, albumentations DataLoader: what a plain loop does
   project    what `fit` does on this device (mixed precision where it pays, channels_last, data on the
-             device and torch.compile on CUDA), data loading included
+             device on CUDA; torch.compile with --compile), data loading included
   data       the data pipeline alone: albumentations DataLoader, and the batched device augmentation
   ceiling    the project's model step alone on synthetic data already on the device
 
@@ -71,7 +71,7 @@ def main() -> None:
     p.add_argument("--cores", type=int, default=None, help="restrict the process to N CPU cores (Colab has 2)")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 copy to read; default: random images")
     p.add_argument("--device", default=None)
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--compile", action="store_true", help="compile the project's step (TrainConfig.compile)")
     p.add_argument("--skip-plain", action="store_true")
     args = p.parse_args()
 
@@ -88,7 +88,7 @@ def main() -> None:
         labels = torch.randint(0, 10, (n,), generator=g).numpy()
         data = make_data(images, labels, images[:1000], labels[:1000], [str(i) for i in range(10)], "random")
     dtype = amp_dtype(device, None)
-    compile_model = device.type == "cuda" if args.compile == "auto" else args.compile == "on"
+    compile_model = args.compile
     on_device = device.type == "cuda"
     print(f"device: {device_name(device)}; torch {torch.__version__}; batch {args.batch_size}; "
           f"{args.steps} timed steps after {args.warmup} warm-up; data: {data.source}")
@@ -115,6 +115,11 @@ def main() -> None:
     synthetic = itertools.repeat((x, y))
     r, warm = rate(ceiling_step, synthetic, args.steps, args.warmup, args.batch_size, device)
     report("ceiling: model step alone", r, f"(warm-up {warm:.1f} s)")
+    if device.type == "cuda" or compile_model:  # what compilation would buy per step, against its warm-up
+        torch.manual_seed(0)
+        other = train_step(ResNet18(), device, dtype, True, not compile_model)
+        r, warm = rate(other, synthetic, args.steps, args.warmup, args.batch_size, device)
+        report(f"ceiling, {'eager' if compile_model else 'compiled'}", r, f"(warm-up {warm:.1f} s)")
 
     torch.manual_seed(0)
     project_step = train_step(ResNet18(), device, dtype, True, compile_model)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The GPU measurements of RESULTS.md, in one go on a CUDA machine:
+#   bash benchmarks/gpu.sh DATA_DIR OUT_DIR STEP...
+# STEP: notebook (execute S11_ResNet18.ipynb, the full 20-epoch run, seed 0, figures to OUT_DIR/plots)
+#       seeds    (seeds 1 and 2 through the CLI, one after the other)
+#       lrfind   (100-step LR range test)
+#       bench    (benchmarks/benchmark.py with all cores, then limited to 2 cores)
+#       sweep    (the recipe search of benchmarks/sweep.txt, all runs at once)
+#       compiled (seed 0 through the CLI with torch.compile, for the compile-or-not comparison)
+# Each step logs to OUT_DIR/<step>.log; a failing step does not stop the others.
+set -u
+data=$1 out=$2
+shift 2
+mkdir -p "$out"
+export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
+
+notebook() {
+    S11_DATA_DIR=$data S11_OUT_DIR=$out/run_nb S11_PLOTS_DIR=$out/plots S11_PROGRESS=epoch python3 - <<'EOF'
+import nbclient, nbformat
+nb = nbformat.read("S11_ResNet18.ipynb", as_version=4)
+nbclient.NotebookClient(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": "."}}).execute()
+nbformat.write(nb, __import__("os").environ["S11_PLOTS_DIR"] + "/S11_ResNet18.ipynb")
+EOF
+}
+seeds() {
+    for s in 1 2; do
+        python3 -m PyTorch_Vision train --data-dir "$data" --seed $s --out "$out/seed$s" --progress epoch \
+            > "$out/seed$s.log" 2>&1
+    done
+    tail -n 8 "$out"/seed1.log "$out"/seed2.log
+}
+lrfind() { python3 -m PyTorch_Vision lr-find --data-dir "$data" --out "$out/lr_find"; }
+bench() {
+    python3 benchmarks/benchmark.py --steps 50 --warmup 5 --data-dir "$data"
+    python3 benchmarks/benchmark.py --steps 50 --warmup 5 --data-dir "$data" --cores 2 --skip-plain
+}
+sweep() {  # the recipe search: 20-epoch runs side by side (eager: their times are shared, not reported)
+    while read -r name args; do
+        python3 -m PyTorch_Vision train --data-dir "$data" --out "$out/sweep/$name" --progress epoch \
+            $args > "$out/sweep_$name.log" 2>&1 &
+    done < benchmarks/sweep.txt
+    wait
+    for f in "$out"/sweep_*.log; do echo "$f: $(grep 'final test accuracy' "$f")"; done
+}
+compiled() { python3 -m PyTorch_Vision train --data-dir "$data" --out "$out/compiled" --compile --progress epoch; }
+
+for step in "$@"; do
+    echo "== $step $(date -u +%T)"
+    start=$SECONDS
+    "$step" > "$out/$step.log" 2>&1
+    echo "== $step rc=$? in $((SECONDS - start)) s"
+    tail -n 25 "$out/$step.log"
+done
