@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from PyTorch_Vision.__main__ import main
+from PyTorch_Vision.data import synthetic_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +64,22 @@ def test_bad_input_gives_one_clear_error(args, message, tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert code != 0 and message in err and "Traceback" not in err
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+def test_recipe_options_reach_the_training_config(monkeypatch, tmp_path):
+    import PyTorch_Vision.__main__ as cli
+
+    def stop(model, data, config, **kwargs):
+        raise ValueError(f"stopped with {config}")
+
+    monkeypatch.setattr(cli, "load_cifar10", lambda *a, **k: synthetic_cifar10())
+    monkeypatch.setattr(cli, "fit", stop)
+    with pytest.raises(ValueError) as e:
+        cli.train(cli.build_parser().parse_args([
+            "train", "--out", str(tmp_path / "o"), "--weight-decay", "1e-4", "--label-smoothing", "0",
+            "--no-cutout", "--compile", "--no-flip"]))
+    assert "weight_decay=0.0001, label_smoothing=0" in str(e.value)
+    assert "flip=False, cutout=False" in str(e.value) and "compile=True" in str(e.value)
 
 
 def test_lr_find_writes_curve_and_suggestion(image_folder, tmp_path):

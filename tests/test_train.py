@@ -26,6 +26,25 @@ def test_short_training_lowers_the_loss(tiny_data, on_device_data):
     assert h.test_acc[-1] > 30  # chance is 10%
 
 
+def test_compiled_step_sees_only_full_batches(tiny_data, monkeypatch):
+    """The odd last batch and evaluation run eagerly: each would otherwise cost a recompilation."""
+    seen = []
+
+    def fake_compile(model):
+        def compiled(x):
+            seen.append((len(x), model.training))
+            return model(x)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    config = replace(CONFIG, epochs=1, batch_size=40, compile=True)  # 192 train images: 4 x 40 + 32
+    h = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
+    assert seen == [(40, True)] * 4 and len(h) == 1
+    seen.clear()
+    fit(tiny_model(), tiny_data, replace(config, compile=False), device="cpu", progress="none")
+    assert seen == []
+
+
 def test_one_cycle_is_stepped_every_batch(tiny_data):
     h = fit(tiny_model(), tiny_data, replace(CONFIG, epochs=4, pct_start=0.25), device="cpu", progress="none")
     assert max(h.lr) == pytest.approx(CONFIG.max_lr, rel=0.2), "warm-up must reach max_lr within the first epochs"

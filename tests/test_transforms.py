@@ -18,16 +18,17 @@ def coded_image() -> np.ndarray:
     return np.stack([10 + 7 * r, 10 + 7 * c, np.full_like(r, 255)], -1).astype(np.uint8)
 
 
-def augment(kind: str, flip: bool) -> np.ndarray:
+def augment(kind: str, flip: bool, cutout: bool = True) -> np.ndarray:
     """N augmented copies of the coded image, normalization undone -> (N,32,32,3) uint8."""
     image = coded_image()
     if kind == "albumentations":
-        t = train_transforms(MEAN, STD, flip=flip)
+        t = train_transforms(MEAN, STD, flip=flip, cutout=cutout)
         t.set_random_seed(0)
         out = torch.stack([t(image=image)["image"] for _ in range(N)])
     else:
         batch = torch.from_numpy(image).permute(2, 0, 1)[None].repeat(N, 1, 1, 1)
-        out = batch_train_augment(batch, MEAN, STD, flip=flip, generator=torch.Generator().manual_seed(0))
+        out = batch_train_augment(batch, MEAN, STD, flip=flip, generator=torch.Generator().manual_seed(0),
+                                  cutout=cutout)
     pixels = out * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
     return (pixels * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
@@ -97,6 +98,12 @@ def square(y: int, x: int) -> np.ndarray:
 def test_no_flip_when_switched_off(kind):
     samples = augment(kind, flip=False)[:300]
     assert not any(decode(s)[2] for s in samples)
+
+
+def test_no_hole_when_cutout_is_switched_off(kind):
+    for s in augment(kind, flip=True, cutout=False)[:300]:
+        _, _, _, inside, from_image = decode(s)
+        assert np.array_equal(~from_image, ~inside), "only the padding may carry the fill colour"
 
 
 def test_output_is_normalized_float_tensor():
