@@ -94,9 +94,8 @@ def train(args: argparse.Namespace) -> None:
         raise CheckpointError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it or choose "
                               "another --out: nothing was overwritten")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_lr=args.max_lr,
-                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, flip=not args.no_flip,
-                         cutout=not args.no_cutout, seed=args.seed,
-                         compile=args.compile)
+                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                         flip=not args.no_flip, cutout=not args.no_cutout, seed=args.seed, compile=args.compile)
     device = args.device or str(default_device())
     data = load_cifar10(args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test)
     print(f"data: {data.source}: {len(data.train_labels)} train / {len(data.test_labels)} test images")

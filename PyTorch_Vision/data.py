@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .transforms import batch_normalize, batch_train_augment, test_transforms, train_transforms
+from .utils import usable_cores
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
@@ -209,7 +210,7 @@ def _seed_worker_transform(worker_id: int) -> None:
 
 def default_num_workers(device: torch.device) -> int:
     """Loader processes: on CUDA all cores but one feed the GPU; on the CPU they would steal from training."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     if device.type == "cuda":
         return max(0, min(8, cores - 1))
     return 0 if cores <= 4 else min(4, cores // 8 + 1)

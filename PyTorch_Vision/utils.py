@@ -27,6 +27,11 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows ("" if nothing)."""
     try:
@@ -44,9 +49,8 @@ def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     model = cpu_model()
-    return f"CPU{': ' + model if model else ''} ({cores} cores, {torch.get_num_threads()} torch threads)"
+    return f"CPU{': ' + model if model else ''} ({usable_cores()} cores, {torch.get_num_threads()} torch threads)"
 
 
 def seed_everything(seed: int) -> None:

@@ -88,11 +88,10 @@ def main() -> None:
         labels = torch.randint(0, 10, (n,), generator=g).numpy()
         data = make_data(images, labels, images[:1000], labels[:1000], [str(i) for i in range(10)], "random")
     dtype = amp_dtype(device, None)
-    compile_model = args.compile
     on_device = device.type == "cuda"
     print(f"device: {device_name(device)}; torch {torch.__version__}; batch {args.batch_size}; "
           f"{args.steps} timed steps after {args.warmup} warm-up; data: {data.source}")
-    print(f"project settings here: autocast {dtype}, channels_last, compile {compile_model}, "
+    print(f"project settings here: autocast {dtype}, channels_last, compile {args.compile}, "
           f"data on device {on_device}")
 
     results = {}
@@ -109,20 +108,20 @@ def main() -> None:
                                               device)[0], f"(on {device.type})")
 
     torch.manual_seed(0)
-    ceiling_step = train_step(ResNet18(), device, dtype, True, compile_model)
+    ceiling_step = train_step(ResNet18(), device, dtype, True, args.compile)
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     synthetic = itertools.repeat((x, y))
     r, warm = rate(ceiling_step, synthetic, args.steps, args.warmup, args.batch_size, device)
     report("ceiling: model step alone", r, f"(warm-up {warm:.1f} s)")
-    if device.type == "cuda" or compile_model:  # what compilation would buy per step, against its warm-up
+    if device.type == "cuda" or args.compile:  # what compilation would buy per step, against its warm-up
         torch.manual_seed(0)
-        other = train_step(ResNet18(), device, dtype, True, not compile_model)
+        other = train_step(ResNet18(), device, dtype, True, not args.compile)
         r, warm = rate(other, synthetic, args.steps, args.warmup, args.batch_size, device)
-        report(f"ceiling, {'eager' if compile_model else 'compiled'}", r, f"(warm-up {warm:.1f} s)")
+        report(f"ceiling, {'eager' if args.compile else 'compiled'}", r, f"(warm-up {warm:.1f} s)")
 
     torch.manual_seed(0)
-    project_step = train_step(ResNet18(), device, dtype, True, compile_model)
+    project_step = train_step(ResNet18(), device, dtype, True, args.compile)
     r, warm = rate(project_step, device_batches if on_device else loader, args.steps, args.warmup,
                    args.batch_size, device)
     report("project: step + data pipeline", r, f"(warm-up {warm:.1f} s)")

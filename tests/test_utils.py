@@ -1,12 +1,12 @@
 import builtins
-import os
 
 import matplotlib.figure
 import torch
 
 from PyTorch_Vision.train import History
 from PyTorch_Vision.utils import (Predictions, confusion_matrix, denormalize, device_name, misclassified,
-                                  per_class_accuracy, plot_confusion, plot_history, plot_misclassified, show_images)
+                                  per_class_accuracy, plot_confusion, plot_history, plot_misclassified, show_images,
+                                  usable_cores)
 
 
 def test_device_name_names_the_cpu_model_and_cores(monkeypatch, tmp_path):
@@ -14,8 +14,7 @@ def test_device_name_names_the_cpu_model_and_cores(monkeypatch, tmp_path):
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B12\n")
     real_open = builtins.open
     monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert device_name("cpu") == f"CPU: AMD EPYC 7B12 ({cores} cores, {torch.get_num_threads()} torch threads)"
+    assert device_name("cpu") == f"CPU: AMD EPYC 7B12 ({usable_cores()} cores, {torch.get_num_threads()} torch threads)"
 
     def no_cpuinfo(f, *a, **k):
         if f == "/proc/cpuinfo":
