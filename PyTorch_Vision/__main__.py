@@ -12,6 +12,7 @@ from pathlib import Path
 from .data import DataError, load_cifar10, make_batches
 from .gradcam import GradCAM
 from .models import ResNet18, summary
+from .precision import PRECISIONS, choose_precision
 from .train import CheckpointError, History, TrainConfig, atomic_write, fit, load_checkpoint, lr_find
 from .utils import (default_device, denormalize, device_name, markdown_table, misclassified, plot_confusion,
                     plot_gradcam, plot_history, plot_lr_find, plot_misclassified, predict, results_markdown,
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-minutes", type=_positive(float), default=10.0,
                    help="also checkpoint within an epoch this often, so an interruption loses at most that much")
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    t.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                   help="auto: bf16 on GPUs of compute capability >= 8.0, fp16 + GradScaler on 7.x (Colab's T4), "
+                        "fp32 on older GPUs and on CPUs without native bf16")
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the training step (off by default: it does not pay off in 20 epochs)")
     t.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar")
@@ -65,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=defaults.seed)
     f.add_argument("--out", default="runs/lr_find")
     f.add_argument("--device", default=None)
+    f.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
     r = sub.add_parser("results", help="print a run's history.json as Markdown: headline figures, per-epoch table")
     r.add_argument("history", help="a history.json written by train or by the notebook")
     return parser
@@ -72,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def find_lr(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    config = TrainConfig(batch_size=args.batch_size, seed=args.seed)
+    config = TrainConfig(batch_size=args.batch_size, seed=args.seed, precision=args.precision)
     device = args.device or str(default_device())
     data = load_cifar10(args.data_dir, limit_train=args.limit_train)
     seed_everything(config.seed)
@@ -95,11 +100,13 @@ def train(args: argparse.Namespace) -> None:
                               "another --out: nothing was overwritten")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_lr=args.max_lr,
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                         flip=not args.no_flip, cutout=not args.no_cutout, seed=args.seed, compile=args.compile)
+                         flip=not args.no_flip, cutout=not args.no_cutout, seed=args.seed, compile=args.compile,
+                         precision=args.precision)
     device = args.device or str(default_device())
+    precision = choose_precision(device, config.precision)  # refuses bf16 on a GPU without it before loading data
     data = load_cifar10(args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test)
     print(f"data: {data.source}: {len(data.train_labels)} train / {len(data.test_labels)} test images")
-    print(f"device: {device_name(device)}")
+    print(f"device: {device_name(device)}; precision: {precision}")
     seed_everything(config.seed)
     model = ResNet18()
     print(summary(model))

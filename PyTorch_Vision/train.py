@@ -8,9 +8,10 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
-from contextlib import nullcontext
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import CIFAR10Data, make_batches
-from .utils import markdown_table
+from .precision import PRECISIONS, Precision, choose_precision
+from .utils import markdown_table, progress_bar
 
 
 @dataclass
@@ -40,7 +42,7 @@ class TrainConfig:
     flip: bool = True
     cutout: bool = True             # the 16x16 CutOut hole; off only for ablations
     seed: int = 0
-    amp: bool | None = None         # mixed precision; None: where it pays off (CUDA; CPUs with native bf16)
+    precision: str = "auto"         # "auto" (what the hardware runs natively), "bf16", "fp16" or "fp32"
     channels_last: bool = True
     compile: bool = False           # torch.compile: on an H100 <= 8% faster per step, 22-25 s to compile
     on_device_data: bool | None = None  # data held and augmented on the device; None: on CUDA only
@@ -52,6 +54,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.max_lr, (int, float)) and math.isfinite(self.max_lr) and self.max_lr > 0):
             raise ValueError(f"max_lr must be a positive number, got {self.max_lr!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or not 0 < self.pct_start < 1:
             raise ValueError("weight_decay must be >= 0, label_smoothing in [0, 1), pct_start in (0, 1)")
 
@@ -71,10 +75,12 @@ class History:
     test_acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+    skipped_steps: list[int] = field(default_factory=list)  # optimizer steps GradScaler skipped (fp16 overflow)
 
-    def append(self, **row: float) -> None:
+    def append(self, skipped_steps: int = 0, **row: float) -> None:
         for key in HISTORY_KEYS:
             getattr(self, key).append(row[key])
+        self.skipped_steps.append(skipped_steps)
 
     def __len__(self) -> int:
         return len(self.epoch)
@@ -87,7 +93,8 @@ class History:
         missing = [k for k in HISTORY_KEYS if k not in d]
         if missing:
             raise ValueError(f"not a training history: keys {missing} are missing")
-        return cls(**{k: list(d[k]) for k in HISTORY_KEYS})
+        skipped = list(d.get("skipped_steps", [0] * len(d["epoch"])))  # histories before fp16 support lack it
+        return cls(**{k: list(d[k]) for k in HISTORY_KEYS}, skipped_steps=skipped)
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write(path, json.dumps(self.to_dict(), indent=1).encode())
@@ -137,30 +144,6 @@ def atomic_write(path: str | os.PathLike, payload: bytes) -> None:
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or belongs to another run; the message says what to do."""
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is far slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
-    """The autocast dtype for `device`, or None for fp32. `amp=None` picks what pays off on this hardware."""
-    if amp is None:
-        amp = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-    if not amp:
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def autocast_for(device: torch.device, dtype: torch.dtype | None):
-    """A factory of autocast contexts for `device` and `dtype` (None: plain fp32)."""
-    return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else nullcontext
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -226,31 +209,41 @@ def _check_resumable(ckpt: dict, config: TrainConfig, data: CIFAR10Data, path: P
                               "resume with the same settings and data, or start a new run in another --out")
 
 
-def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, autocast=nullcontext,
-              channels_last: bool = False, scaler: torch.amp.GradScaler | None = None):
-    """The training step: forward (under `autocast`), loss in fp32, backward, optimizer step.
-    Returns step(x, y) -> (loss, logits), both detached."""
-    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+              precision: Precision = Precision("fp32", "cpu"), channels_last: bool = False,
+              scaler: torch.amp.GradScaler | None = None):
+    """The training step: forward under `precision`'s autocast, loss in fp32, backward, optimizer step (through
+    `scaler` in fp16). Returns step(x, y) -> (loss, logits, skipped), loss and logits detached; `skipped` is True
+    when GradScaler found inf/NaN gradients and left the weights as they were.
+
+    Raises FloatingPointError once GradScaler's scale has fallen below 1: every overflow halves it, so by then
+    the loss has overflowed fp16 about 17 steps running, unscaled, and the run has diverged."""
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
+        with precision.autocast():
             logits = model(x)
         loss = criterion(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
+        if scaler is None:
             loss.backward()
             optimizer.step()
-        return loss.detach(), logits.detach()
+            return loss.detach(), logits.detach(), False
+        before = scaler.get_scale()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scale = scaler.get_scale()
+        if scale < 1:
+            raise FloatingPointError(f"the fp16 loss or its gradients overflowed on every recent step (GradScaler's "
+                                     f"scale fell to {scale:.2g})")
+        return loss.detach(), logits.detach(), scale < before
     return step
 
 
 def _full_batches_through(full_step, other_step, batch_size: int):
     """A step that sends batches of `batch_size` images to `full_step` and any other size to `other_step`."""
-    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
         return (full_step if len(y) == batch_size else other_step)(x, y)
     return step
 
@@ -263,7 +256,8 @@ class EpochProgress:
     batches: int = 0        # training batches done
     loss_sum: float = 0.0   # sum of per-sample losses so far
     correct: int = 0
-    seen: int = 0
+    seen: int = 0           # images counted in loss_sum and correct
+    skipped: int = 0        # steps GradScaler skipped (fp16 overflow)
     lr: float = 0.0         # lr of the last batch done
     seconds: float = 0.0    # wall time spent in this epoch so far
 
@@ -280,16 +274,24 @@ def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: Epoc
     if bar is not None:
         bar.update(p.batches)
     for x, y in itertools.islice(batches, p.batches, None):
-        loss, logits = step(x, y)
+        loss, logits, skipped = step(x, y)
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        loss_sum += loss * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        p = replace(p, batches=p.batches + 1, seen=p.seen + len(y), lr=lr)
+        # The schedule follows the batch count, skipped steps included, so a run ends on its planned LR; a step
+        # GradScaler skipped loses one update, as in PyTorch's AMP recipe (and torch warns about exactly that).
+        with warnings.catch_warnings():
+            if skipped:
+                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
+            scheduler.step()
+        counted = not skipped or math.isfinite(loss.item())  # an overflowed fp16 loss says nothing about the model
+        if counted:
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
+        p = replace(p, batches=p.batches + 1, seen=p.seen + len(y) * counted, skipped=p.skipped + skipped, lr=lr)
         if bar is not None:
             bar.update(1)
             if p.batches % 10 == 1:
-                bar.set_postfix(loss=f"{loss_sum.item() / p.seen:.3f}", acc=f"{100 * correct.item() / p.seen:.1f}%")
+                bar.set_postfix(loss=f"{loss_sum.item() / max(p.seen, 1):.3f}",
+                               acc=f"{100 * correct.item() / max(p.seen, 1):.1f}%")
         if save is not None and time.perf_counter() - last_save >= save_every_s and p.batches < len(batches) \
                 and math.isfinite(loss_sum.item()):
             save(replace(p, loss_sum=loss_sum.item(), correct=int(correct.item()),
@@ -299,7 +301,7 @@ def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: Epoc
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, criterion=None, autocast=nullcontext,
+def evaluate(model: nn.Module, batches, criterion=None, precision: Precision = Precision("fp32", "cpu"),
              channels_last: bool = False) -> tuple[float, float]:
     """Mean loss and accuracy (%) of `model` over `batches` of (x, y), in eval mode; restores the mode."""
     criterion = criterion or nn.CrossEntropyLoss()
@@ -309,7 +311,7 @@ def evaluate(model: nn.Module, batches, criterion=None, autocast=nullcontext,
     for x, y in batches:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
+        with precision.autocast():
             logits = model(x)
         loss_sum += criterion(logits.float(), y).item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
@@ -333,6 +335,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     if not checkpoint_seconds >= 0:
         raise ValueError(f"checkpoint_seconds must be >= 0 (0: after every batch), got {checkpoint_seconds!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = choose_precision(device, config.precision)
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoint.pt" if out else None
     if resume and out is None:
@@ -348,15 +351,13 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
                                                config.on_device_data, cutout=config.cutout)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, len(train_batches))
-    dtype = amp_dtype(device, config.amp)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    autocast = autocast_for(device, dtype)
+    scaler = precision.grad_scaler()
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    step = make_step(model, optimizer, criterion, autocast, config.channels_last, scaler)
+    step = make_step(model, optimizer, criterion, precision, config.channels_last, scaler)
     if config.compile:
         # only full batches run compiled: the epoch's smaller last batch and evaluation would each cost a
         # recompilation that takes longer than running them eagerly
-        compiled = make_step(torch.compile(model), optimizer, criterion, autocast, config.channels_last, scaler)
+        compiled = make_step(torch.compile(model), optimizer, criterion, precision, config.channels_last, scaler)
         step = _full_batches_through(compiled, step, config.batch_size)
 
     history, partial = History(), None
@@ -394,22 +395,32 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
 
     for epoch in range(len(history) + 1, config.epochs + 1):
         train_batches.set_epoch(epoch)
-        bar = tqdm(total=len(train_batches), desc=f"epoch {epoch}/{config.epochs}", leave=False,
-                   file=sys.stdout, dynamic_ncols=True) if progress == "bar" else None
-        done = _train_epoch(model, train_batches, step, optimizer, scheduler, bar,
-                            partial if partial and partial.epoch == epoch else EpochProgress(epoch),
-                            save_partial if out is not None else None, checkpoint_seconds)
-        train_loss, train_acc = done.loss_sum / done.seen, 100 * done.correct / done.seen
-        if bar is not None:
-            bar.close()
-        if not math.isfinite(train_loss):
+        bar = progress_bar(len(train_batches), f"epoch {epoch}/{config.epochs}") if progress == "bar" else None
+
+        def diverged(what: str) -> FloatingPointError:
             on_disk = f"the checkpoint of {kept} is kept in {out}" if kept else "no checkpoint was written"
-            raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch}; {on_disk}. "
-                                     f"Lower max_lr (now {config.max_lr}) or check the data.")
+            return FloatingPointError(f"{what} in epoch {epoch} ({precision}); {on_disk}. "
+                                      f"Lower max_lr (now {config.max_lr}) or check the data.")
+        try:
+            done = _train_epoch(model, train_batches, step, optimizer, scheduler, bar,
+                                partial if partial and partial.epoch == epoch else EpochProgress(epoch),
+                                save_partial if out is not None else None, checkpoint_seconds)
+        except FloatingPointError as e:
+            raise diverged(str(e)) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        if not done.seen:
+            raise diverged(f"every step overflowed fp16 (GradScaler skipped all {done.skipped})")
+        train_loss = done.loss_sum / done.seen
+        if not math.isfinite(train_loss):
+            raise diverged(f"training loss became {train_loss}")
+        train_acc = 100 * done.correct / done.seen
         start = time.perf_counter()
-        test_loss, test_acc = evaluate(model, test_batches, criterion, autocast, config.channels_last)
+        test_loss, test_acc = evaluate(model, test_batches, criterion, precision, config.channels_last)
         history.append(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                       test_acc=test_acc, lr=done.lr, epoch_seconds=done.seconds + time.perf_counter() - start)
+                       test_acc=test_acc, lr=done.lr, epoch_seconds=done.seconds + time.perf_counter() - start,
+                       skipped_steps=done.skipped)
         if progress != "none":
             tqdm.write(_epoch_line(history, -1, config.epochs), file=sys.stdout)
         if out is not None:
@@ -422,7 +433,8 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
 def _epoch_line(history: History, i: int, epochs: int) -> str:
     return (f"epoch {history.epoch[i]:2d}/{epochs}  train loss {history.train_loss[i]:.4f} "
             f"acc {history.train_acc[i]:5.2f}%  test loss {history.test_loss[i]:.4f} acc {history.test_acc[i]:5.2f}%  "
-            f"lr {history.lr[i]:.4f}  {history.epoch_seconds[i]:.1f} s")
+            f"lr {history.lr[i]:.4f}  {history.epoch_seconds[i]:.1f} s"
+            + (f"  ({history.skipped_steps[i]} fp16 steps skipped)" if history.skipped_steps[i] else ""))
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, history: History, config: TrainConfig,
@@ -470,10 +482,9 @@ def lr_find(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConf
     train_batches, _ = make_batches(data, config.batch_size, device, config.flip, config.seed, config.on_device_data,
                                     cutout=config.cutout)
     optimizer = make_optimizer(model, config)
-    dtype = amp_dtype(device, config.amp)
-    autocast = autocast_for(device, dtype)
-    step = make_step(model, optimizer, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), autocast,
-                     config.channels_last)
+    precision = choose_precision(device, config.precision)
+    step = make_step(model, optimizer, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), precision,
+                     config.channels_last, precision.grad_scaler())
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     result, avg, best = LRFinderResult([], []), 0.0, math.inf
     model.train()
@@ -486,7 +497,10 @@ def lr_find(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConf
                 lr = start_lr * factor ** len(result.lrs)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss, _ = step(x, y)
+                try:
+                    loss, _, _ = step(x, y)
+                except FloatingPointError:  # GradScaler's scale collapsed: the rate is far past the blow-up
+                    return result
                 avg = smoothing * loss.item() + (1 - smoothing) * avg
                 smoothed = avg / (1 - (1 - smoothing) ** (len(result.lrs) + 1))  # bias-corrected running mean
                 result.lrs.append(lr)

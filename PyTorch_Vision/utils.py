@@ -2,9 +2,11 @@
 function returns a matplotlib Figure and saves it as PNG when given a path."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +53,23 @@ def device_name(device: torch.device | str) -> str:
         return torch.cuda.get_device_name(device)
     model = cpu_model()
     return f"CPU{': ' + model if model else ''} ({usable_cores()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (Jupyter, Colab, nbclient), where output can hold widgets."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
+
+
+def progress_bar(total: int, desc: str):
+    """A tqdm bar that disappears when closed: a widget in a notebook whose kernel has ipywidgets, plain text
+    elsewhere (tqdm.auto would warn in red instead when a notebook lacks ipywidgets)."""
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+        return tqdm(total=total, desc=desc, leave=False)
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, leave=False, file=sys.stdout, dynamic_ncols=True)
 
 
 def seed_everything(seed: int) -> None:

@@ -15,7 +15,6 @@ import argparse
 import itertools
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,43 +23,24 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from PyTorch_Vision.data import load_cifar10, make_batches, make_data  # noqa: E402
+from PyTorch_Vision.estimate import images_per_second  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
-from PyTorch_Vision.train import TrainConfig, amp_dtype, autocast_for, make_optimizer, make_step  # noqa: E402
+from PyTorch_Vision.precision import PRECISIONS, Precision, choose_precision  # noqa: E402
+from PyTorch_Vision.train import TrainConfig, make_optimizer, make_step  # noqa: E402
 from PyTorch_Vision.utils import device_name  # noqa: E402
 
 EPOCH = 50_000
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def rate(fn, batches, steps: int, warmup: int, batch_size: int, device: torch.device) -> tuple[float, float]:
-    """(images/s over `steps` timed calls, seconds spent in the `warmup` calls before them)."""
-    it = iter(batches)
-    start = time.perf_counter()
-    for x, y in itertools.islice(it, warmup):
-        fn(x, y)
-    sync(device)
-    warm = time.perf_counter() - start
-    start = time.perf_counter()
-    n = 0
-    for x, y in itertools.islice(it, steps):
-        fn(x, y)
-        n += len(y)
-    sync(device)
-    return n / (time.perf_counter() - start), warm
-
-
-def train_step(model: nn.Module, device: torch.device, dtype, channels_last: bool, compile_model: bool):
+def train_step(model: nn.Module, device: torch.device, precision: Precision, channels_last: bool,
+               compile_model: bool):
     """The package's training step (make_step) with the given settings."""
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, TrainConfig())
     return make_step(torch.compile(model) if compile_model else model, optimizer,
-                     nn.CrossEntropyLoss(label_smoothing=0.1), autocast_for(device, dtype), channels_last)
+                     nn.CrossEntropyLoss(label_smoothing=0.1), precision, channels_last, precision.grad_scaler())
 
 
 def main() -> None:
@@ -73,6 +53,7 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--compile", action="store_true", help="compile the project's step (TrainConfig.compile)")
     p.add_argument("--skip-plain", action="store_true")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="force one (fp16: the T4's path)")
     args = p.parse_args()
 
     if args.cores:
@@ -87,11 +68,11 @@ def main() -> None:
         images = torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g).numpy()
         labels = torch.randint(0, 10, (n,), generator=g).numpy()
         data = make_data(images, labels, images[:1000], labels[:1000], [str(i) for i in range(10)], "random")
-    dtype = amp_dtype(device, None)
+    precision = choose_precision(device, args.precision)
     on_device = device.type == "cuda"
     print(f"device: {device_name(device)}; torch {torch.__version__}; batch {args.batch_size}; "
           f"{args.steps} timed steps after {args.warmup} warm-up; data: {data.source}")
-    print(f"project settings here: autocast {dtype}, channels_last, compile {args.compile}, "
+    print(f"project settings here: {precision}, channels_last, compile {args.compile}, "
           f"data on device {on_device}")
 
     results = {}
@@ -102,35 +83,35 @@ def main() -> None:
 
     loader, _ = make_batches(data, args.batch_size, device, on_device=False)
     device_batches, _ = make_batches(data, args.batch_size, device, on_device=True)
-    report("data: albumentations DataLoader", rate(lambda x, y: None, loader, args.steps, 1, args.batch_size,
-                                                   device)[0], f"({loader.loader.num_workers} workers)")
-    report("data: batched augmentation", rate(lambda x, y: None, device_batches, args.steps, 1, args.batch_size,
-                                              device)[0], f"(on {device.type})")
+    report("data: albumentations DataLoader", images_per_second(lambda x, y: None, loader, args.steps, 1, device)[0],
+           f"({loader.loader.num_workers} workers)")
+    report("data: batched augmentation",
+           images_per_second(lambda x, y: None, device_batches, args.steps, 1, device)[0], f"(on {device.type})")
 
     torch.manual_seed(0)
-    ceiling_step = train_step(ResNet18(), device, dtype, True, args.compile)
+    ceiling_step = train_step(ResNet18(), device, precision, True, args.compile)
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     synthetic = itertools.repeat((x, y))
-    r, warm = rate(ceiling_step, synthetic, args.steps, args.warmup, args.batch_size, device)
+    r, warm = images_per_second(ceiling_step, synthetic, args.steps, args.warmup, device)
     report("ceiling: model step alone", r, f"(warm-up {warm:.1f} s)")
     if device.type == "cuda" or args.compile:  # what compilation would buy per step, against its warm-up
         torch.manual_seed(0)
-        other = train_step(ResNet18(), device, dtype, True, not args.compile)
-        r, warm = rate(other, synthetic, args.steps, args.warmup, args.batch_size, device)
+        other = train_step(ResNet18(), device, precision, True, not args.compile)
+        r, warm = images_per_second(other, synthetic, args.steps, args.warmup, device)
         report(f"ceiling, {'eager' if args.compile else 'compiled'}", r, f"(warm-up {warm:.1f} s)")
 
     torch.manual_seed(0)
-    project_step = train_step(ResNet18(), device, dtype, True, args.compile)
-    r, warm = rate(project_step, device_batches if on_device else loader, args.steps, args.warmup,
-                   args.batch_size, device)
+    project_step = train_step(ResNet18(), device, precision, True, args.compile)
+    r, warm = images_per_second(project_step, device_batches if on_device else loader, args.steps,
+                                args.warmup, device)
     report("project: step + data pipeline", r, f"(warm-up {warm:.1f} s)")
 
     if not args.skip_plain:
         torch.manual_seed(0)
-        plain_step = train_step(ResNet18(), device, None, False, False)
-        report("plain: fp32 loop + DataLoader", rate(plain_step, loader, args.steps, args.warmup,
-                                                     args.batch_size, device)[0])
+        plain_step = train_step(ResNet18(), device, Precision("fp32", device.type), False, False)
+        report("plain: fp32 loop + DataLoader",
+               images_per_second(plain_step, loader, args.steps, args.warmup, device)[0])
         print(f"project / plain = {results['project: step + data pipeline'] / results['plain: fp32 loop + DataLoader']:.2f}x")
     print(f"project / ceiling = {results['project: step + data pipeline'] / results['ceiling: model step alone']:.2f}")
 

@@ -46,6 +46,7 @@ def test_train_end_to_end_writes_history_checkpoint_and_figures(image_folder, tm
     (["--max-lr", "fast"], "not a float"),
     (["--checkpoint-minutes", "-1"], "must be positive"),
     (["--resume", "--out", "{tmp}/empty"], "no checkpoint"),
+    (["--precision", "half"], "invalid choice: 'half'"),
 ])
 def test_bad_input_gives_one_clear_error(args, message, tmp_path, capsys, monkeypatch):
     import torchvision.datasets
@@ -77,8 +78,8 @@ def test_recipe_options_reach_the_training_config(monkeypatch, tmp_path):
     with pytest.raises(ValueError) as e:
         cli.train(cli.build_parser().parse_args([
             "train", "--out", str(tmp_path / "o"), "--weight-decay", "1e-4", "--label-smoothing", "0",
-            "--no-cutout", "--compile", "--no-flip"]))
-    assert "weight_decay=0.0001, label_smoothing=0" in str(e.value)
+            "--no-cutout", "--compile", "--no-flip", "--precision", "fp16"]))
+    assert "weight_decay=0.0001, label_smoothing=0" in str(e.value) and "precision='fp16'" in str(e.value)
     assert "flip=False, cutout=False" in str(e.value) and "compile=True" in str(e.value)
 
 

@@ -61,9 +61,10 @@ def test_weight_decay_skips_batchnorm_and_biases():
 
 def test_history_round_trip(tmp_path):
     h = History()
-    h.append(epoch=1, train_loss=2.0, train_acc=20.0, test_loss=1.9, test_acc=25.0, lr=0.1, epoch_seconds=3.5)
+    h.append(epoch=1, train_loss=2.0, train_acc=20.0, test_loss=1.9, test_acc=25.0, lr=0.1, epoch_seconds=3.5,
+             skipped_steps=2)
     h.save(tmp_path / "history.json")
-    assert set(json.loads((tmp_path / "history.json").read_text())) == set(HISTORY_KEYS)
+    assert set(json.loads((tmp_path / "history.json").read_text())) == {*HISTORY_KEYS, "skipped_steps"}
     assert History.load(tmp_path / "history.json") == h
     assert "| 1 | 2.0000 | 20.00 |" in h.table()
     (tmp_path / "other.json").write_text('{"epoch": []}')
@@ -187,15 +188,6 @@ def test_config_rejects_non_positive_values(kwargs):
 def test_too_few_batches_for_a_schedule(tiny_data):
     with pytest.raises(ValueError, match="at least 3 training batches"):
         fit(tiny_model(), tiny_data, TrainConfig(epochs=1, batch_size=128), device="cpu", progress="none")
-
-
-def test_amp_is_chosen_where_it_pays_off(monkeypatch):
-    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
-    assert train_module.amp_dtype(torch.device("cpu"), None) is None
-    assert train_module.amp_dtype(torch.device("cpu"), True) == torch.bfloat16
-    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
-    assert train_module.amp_dtype(torch.device("cpu"), None) == torch.bfloat16
-    assert train_module.amp_dtype(torch.device("cpu"), False) is None
 
 
 def test_lr_range_test_finds_a_sensible_rate_and_restores_the_model(tiny_data):

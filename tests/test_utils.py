@@ -1,5 +1,7 @@
 import builtins
 
+import pytest
+
 import matplotlib.figure
 import torch
 
@@ -83,3 +85,53 @@ def test_predict_with_flip_tta_averages_image_and_mirror():
     assert torch.equal(tta.predicted, expected.argmax(1))
     torch.testing.assert_close(plain.confidence, model(x).softmax(1).max(1).values)
     assert model.training and torch.equal(tta.images, x)
+
+
+def test_progress_bar_is_a_widget_in_a_notebook_with_ipywidgets_and_text_elsewhere(monkeypatch):
+    import warnings
+
+    import tqdm.notebook
+    import tqdm.std
+
+    import PyTorch_Vision.utils as utils_module
+    from PyTorch_Vision.utils import progress_bar
+
+    bar = progress_bar(3, "outside")
+    assert type(bar) is tqdm.std.tqdm
+    bar.close()
+    monkeypatch.setattr(utils_module, "in_notebook", lambda: True)
+    pytest.importorskip("ipywidgets")
+    bar = progress_bar(3, "widgets")
+    assert isinstance(bar, tqdm.notebook.tqdm)
+    bar.close()
+    real_find_spec = utils_module.importlib.util.find_spec
+    monkeypatch.setattr(utils_module.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ipywidgets" else real_find_spec(name, *a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "IProgress not found" warning, red in a notebook
+        bar = progress_bar(3, "no widgets")
+    assert type(bar) is tqdm.std.tqdm
+    bar.close()
+
+
+def test_in_notebook_recognises_jupyter_and_colab_kernels(monkeypatch):
+    import sys
+    import types
+
+    from PyTorch_Vision.utils import in_notebook
+
+    class ZMQInteractiveShell:
+        pass
+
+    class ColabShell(ZMQInteractiveShell):
+        pass
+
+    class TerminalInteractiveShell:
+        pass
+
+    for shell, expected in [(ColabShell(), True), (ZMQInteractiveShell(), True), (TerminalInteractiveShell(), False),
+                            (None, False)]:
+        monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda s=shell: s))
+        assert in_notebook() is expected
+    monkeypatch.delitem(sys.modules, "IPython")
+    assert in_notebook() is False

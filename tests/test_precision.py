@@ -1,0 +1,142 @@
+"""Mixed precision by hardware, and fp16 training with GradScaler: skipped steps neither stop the run nor
+poison the epoch's figures."""
+import math
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+import PyTorch_Vision.precision as precision_module
+from conftest import TinyNet
+from PyTorch_Vision.precision import Precision, choose_precision
+from PyTorch_Vision.train import TrainConfig, fit, lr_find, make_optimizer, make_step
+
+CONFIG = TrainConfig(epochs=2, batch_size=16, max_lr=0.05, seed=0, precision="fp16")
+
+
+def gpu_of_capability(monkeypatch, major, minor):
+    monkeypatch.setattr(precision_module, "cuda_capability", lambda device: (major, minor))
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"),
+                                                  ((9, 0), "bf16"), ((6, 0), "fp32")],
+                         ids=["T4", "V100", "A100", "H100", "P100"])
+def test_auto_picks_what_the_gpu_runs_natively(monkeypatch, capability, expected):
+    gpu_of_capability(monkeypatch, *capability)
+    assert choose_precision("cuda", "auto").name == expected
+
+
+def test_t4_trains_fp16_with_a_grad_scaler_and_a100_bf16_without(monkeypatch):
+    gpu_of_capability(monkeypatch, 7, 5)
+    t4 = choose_precision("cuda")
+    assert (t4.dtype, t4.device_type) == (torch.float16, "cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available": this machine has no GPU
+        assert isinstance(t4.grad_scaler(), torch.amp.GradScaler)
+    gpu_of_capability(monkeypatch, 8, 0)
+    a100 = choose_precision("cuda")
+    assert a100.dtype == torch.bfloat16 and a100.grad_scaler() is None
+
+
+def test_bf16_is_refused_where_a_gpu_would_only_emulate_it(monkeypatch):
+    gpu_of_capability(monkeypatch, 7, 5)
+    with pytest.raises(ValueError, match="compute capability 8.0.*7.5.*'fp16'"):
+        choose_precision("cuda", "bf16")
+    assert choose_precision("cuda", "fp32").dtype is None
+
+
+def test_cpu_uses_bf16_only_where_it_is_native(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    assert choose_precision("cpu").name == "fp32"
+    assert choose_precision("cpu", "bf16").name == "bf16"  # asked for explicitly: slow but correct
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    assert choose_precision("cpu").name == "bf16"
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="auto, bf16, fp16, fp32"):
+        choose_precision("cpu", "fp8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="half")
+
+
+def test_an_overflowing_fp16_step_is_skipped_and_training_goes_on():
+    torch.manual_seed(0)
+    model = TinyNet()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)  # gradients x 2**24 overflow fp16
+    step = make_step(model, make_optimizer(model, TrainConfig(max_lr=0.1)), nn.CrossEntropyLoss(),
+                     Precision("fp16", "cpu"), scaler=scaler)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, logits, skipped = step(x, y)
+    assert logits.dtype == torch.float16 and skipped and math.isfinite(loss.item())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "a skipped step updates no weight"
+    assert scaler.get_scale() == 2.0**23
+    results = [step(x, y) for _ in range(10)]
+    assert not results[-1][2], "once the scale fits, steps are taken again"
+    assert results[-1][0] < loss, "and the model learns"
+
+
+class OverflowsOnce(TinyNet):
+    """TinyNet whose first training forward pass overflows fp16 (logits beyond 65504), as a bad batch can."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        logits = super().forward(x)
+        self.calls += self.training
+        return logits * 1e5 if self.training and self.calls == 1 else logits
+
+
+def test_fp16_run_with_an_overflowing_batch_keeps_finite_figures(tiny_data):
+    """The overflowed batch is skipped by GradScaler and left out of the epoch's loss and accuracy."""
+    torch.manual_seed(0)
+    model = OverflowsOnce()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        h = fit(model, tiny_data, CONFIG, device="cpu", progress="none")
+    assert h.epoch == [1, 2] and all(math.isfinite(v) for v in h.train_loss + h.test_loss)
+    assert h.skipped_steps[0] >= 1 and all(n >= 0 for n in h.skipped_steps)
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)], \
+        "a skipped first step must not warn about the schedule: stepping it is the documented choice"
+    assert h.lr[-1] < 1e-3 * CONFIG.max_lr, "the schedule still ends on its planned LR"
+
+
+class AlwaysOverflows(TinyNet):
+    def forward(self, x):
+        return super().forward(x) * 1e5
+
+
+def test_fp16_run_that_always_overflows_stops_with_a_clear_error(tiny_data):
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match=r"every step overflowed fp16 \(GradScaler skipped all 12\) in "
+                                                 r"epoch 1 \(fp16 autocast \+ GradScaler\); no checkpoint"):
+        fit(AlwaysOverflows(), tiny_data, CONFIG, device="cpu", progress="none")  # 12 batches an epoch
+    with pytest.raises(FloatingPointError, match=r"overflowed on every recent step .*in epoch 1 .*Lower max_lr"):
+        fit(AlwaysOverflows(), tiny_data, replace(CONFIG, batch_size=8), device="cpu", progress="none")  # 24
+
+
+def test_lr_find_runs_fp16_through_a_grad_scaler(tiny_data, monkeypatch):
+    made = []
+    real = Precision.grad_scaler
+
+    def spy(self):
+        made.append(real(self))
+        return made[-1]
+
+    monkeypatch.setattr(Precision, "grad_scaler", spy)
+    torch.manual_seed(0)
+    result = lr_find(TinyNet(), tiny_data, CONFIG, device="cpu", start_lr=1e-4, end_lr=1.0, steps=20)
+    assert len(made) == 1 and made[0] is not None and made[0]._enabled
+    assert len(result.lrs) == 20 and all(math.isfinite(v) for v in result.losses)
+
+
+def test_fp32_history_without_skipped_steps_loads(tmp_path):
+    from PyTorch_Vision.train import History
+
+    old = {k: [1] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds")}
+    assert History.from_dict(old).skipped_steps == [0]
