@@ -6,6 +6,7 @@ import importlib.util
 import os
 import platform
 import random
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,24 @@ def progress_bar(total: int, desc: str):
         return tqdm(total=total, desc=desc, leave=False)
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, leave=False, file=sys.stdout, dynamic_ncols=True)
+
+
+def code_version() -> str:
+    """The commit this package runs from, for reports: $S11_COMMIT where a copy without git history runs, else
+    git's short hash (marked when files differ from it), else "unknown"."""
+    if os.environ.get("S11_COMMIT"):
+        return os.environ["S11_COMMIT"]
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + (" with local changes" if dirty else "")
 
 
 def seed_everything(seed: int) -> None:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU measurements of RESULTS.md, in one go on a CUDA machine:
 #   bash benchmarks/gpu.sh DATA_DIR OUT_DIR STEP...
-# STEP: notebook (execute S11_ResNet18.ipynb, the full 20-epoch run, seed 0, figures to OUT_DIR/plots)
+# STEP: notebook (execute the notebook: benchmarks/next_notebook.ipynb while one waits, else S11_ResNet18.ipynb;
+#                 the full 20-epoch run, seed 0, figures and the executed notebook to OUT_DIR/plots)
+#       fp16     (Colab's T4 path forced on this GPU: --precision fp16, seeds 0-2; then seed 0 in bf16 beside it)
 #       seeds    (seeds 1 and 2 through the CLI, one after the other)
 #       lrfind   (100-step LR range test)
 #       bench    (benchmarks/benchmark.py with all cores, then limited to 2 cores)
@@ -15,10 +17,13 @@ mkdir -p "$out"
 export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
 
 notebook() {
-    S11_DATA_DIR=$data S11_OUT_DIR=$out/run_nb S11_PLOTS_DIR=$out/plots S11_PROGRESS=epoch python3 - <<'EOF'
+    local nb=S11_ResNet18.ipynb
+    if [ -f benchmarks/next_notebook.ipynb ]; then nb=benchmarks/next_notebook.ipynb; fi
+    mkdir -p "$out/plots"
+    NB=$nb S11_DATA_DIR=$data S11_OUT_DIR=$out/run_nb S11_PLOTS_DIR=$out/plots S11_PROGRESS=epoch python3 - <<'EOF'
 import os
 import nbclient, nbformat
-nb = nbformat.read("S11_ResNet18.ipynb", as_version=4)
+nb = nbformat.read(os.environ["NB"], as_version=4)
 nbclient.NotebookClient(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": "."}}).execute()
 nbformat.write(nb, os.path.join(os.environ["S11_PLOTS_DIR"], "S11_ResNet18.ipynb"))
 EOF
@@ -29,6 +34,15 @@ seeds() {
             > "$out/seed$s.log" 2>&1
     done
     tail -n 8 "$out"/seed1.log "$out"/seed2.log
+}
+fp16() {
+    for s in 0 1 2; do
+        python3 -m PyTorch_Vision train --data-dir "$data" --seed $s --precision fp16 --out "$out/fp16_seed$s" \
+            --progress epoch > "$out/fp16_seed$s.log" 2>&1
+    done
+    python3 -m PyTorch_Vision train --data-dir "$data" --seed 0 --out "$out/bf16_seed0" --progress epoch \
+        > "$out/bf16_seed0.log" 2>&1
+    grep -H "precision\|final test accuracy\|total training time" "$out"/fp16_seed*.log "$out"/bf16_seed0.log
 }
 lrfind() { python3 -m PyTorch_Vision lr-find --data-dir "$data" --out "$out/lr_find"; }
 bench() {

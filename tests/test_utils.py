@@ -135,3 +135,23 @@ def test_in_notebook_recognises_jupyter_and_colab_kernels(monkeypatch):
         assert in_notebook() is expected
     monkeypatch.delitem(sys.modules, "IPython")
     assert in_notebook() is False
+
+
+def test_code_version_names_the_commit(monkeypatch):
+    import subprocess
+
+    import PyTorch_Vision.utils as utils_module
+    from PyTorch_Vision.utils import code_version
+
+    monkeypatch.setenv("S11_COMMIT", "abc1234")
+    assert code_version() == "abc1234"
+    monkeypatch.delenv("S11_COMMIT")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert code_version().startswith(head.stdout.strip())
+
+    def no_git(*a, **k):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(utils_module.subprocess, "run", no_git)
+    assert code_version() == "unknown"
