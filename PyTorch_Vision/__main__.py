@@ -9,15 +9,15 @@ import math
 import sys
 from pathlib import Path
 
-from .data import DataError, load_cifar10, make_batches
-from .gradcam import GradCAM
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint
+from .data import DataError, load_cifar10
+from .history import History, results_markdown
+from .lr_finder import lr_find
 from .models import ResNet18, summary
 from .precision import PRECISIONS, choose_precision
-from .train import CheckpointError, History, TrainConfig, atomic_write, fit, load_checkpoint, lr_find
-from .utils import (default_device, denormalize, device_name, markdown_table, misclassified, plot_confusion,
-                    plot_gradcam, plot_history, plot_lr_find, plot_misclassified, predict, results_markdown,
-                    seed_everything)
-
+from .report import make_report
+from .train import TrainConfig, fit
+from .utils import default_device, device_name, plot_lr_find, seed_everything
 
 def _positive(kind):
     def parse(text: str):
@@ -112,21 +112,8 @@ def train(args: argparse.Namespace) -> None:
     print(summary(model))
     history = fit(model, data, config, device=device, out_dir=out, resume=args.resume, progress=args.progress,
                   checkpoint_seconds=60 * args.checkpoint_minutes)
-    plot_history(history, out / "loss_accuracy.png")
-
-    _, test_batches = make_batches(data, config.batch_size, device, on_device=False)
-    preds = predict(model, test_batches)
-    wrong = misclassified(preds, 10)
-    shown = denormalize(preds.images[wrong], data.mean, data.std)
-    plot_misclassified(shown, preds.labels[wrong], preds.predicted[wrong], preds.confidence[wrong], data.classes,
-                       path=out / "misclassified.png")
-    with GradCAM(model, model.layer4[-1]) as cam:
-        plot_gradcam(cam, preds.images[wrong], shown, preds.labels[wrong], preds.predicted[wrong], data.classes,
-                     "layer4[-1] (4x4)", path=out / "misclassified_gradcam.png")
-    plot_confusion(preds.labels, preds.predicted, data.classes, path=out / "confusion_matrix.png")
-    tta = predict(model, test_batches, flip_tta=True)
-    print(markdown_table(("", ""), history.summary() + [
-        ("final model with flip test-time augmentation", f"{tta.accuracy:.2f}%")]))
+    report = make_report(model, data, history, config, device, out)
+    print(report.summary_markdown())
     print(f"wrote {out}/")
 
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import CIFAR10Data, make_batches
-from .precision import choose_precision
-from .train import TrainConfig, evaluate, make_optimizer, make_step
+from .data import CIFAR10Data
+from .evaluation import predict
+from .train import TrainConfig, prepare
 
 
 def images_per_second(fn, batches, steps: int, warmup: int = 1,
@@ -76,24 +76,17 @@ def estimate_run(model: nn.Module, data: CIFAR10Data, config: TrainConfig = Trai
                  device: torch.device | str = "cpu", batch_size: int = 32, steps: int = 2) -> RunEstimate:
     """Time `steps` training and evaluation batches of `batch_size` images (after one untimed each) on a copy of
     `model`, through the pipeline `fit` uses on `device`. The caller's model and the global RNG are untouched."""
-    device = torch.device(device)
-    precision = choose_precision(device, config.precision)
     if min(len(data.train_labels), len(data.test_labels)) < (steps + 1) * batch_size:
         raise ValueError(f"timing {steps} + 1 batches of {batch_size} needs that many train and test images; "
                          "pass a smaller batch_size")
+    device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        trial = copy.deepcopy(model).to(device)
-        if config.channels_last:
-            trial.to(memory_format=torch.channels_last)
-        train_batches, test_batches = make_batches(data, batch_size, device, config.flip, config.seed,
-                                                   config.on_device_data, cutout=config.cutout)
-        train_batches.set_epoch(1)
-        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        trial = copy.deepcopy(model)
+        s = prepare(trial, data, config, device, batch_size=batch_size)
+        s.train_batches.set_epoch(1)
         trial.train()
-        step = make_step(trial, make_optimizer(trial, config), criterion, precision, config.channels_last,
-                         precision.grad_scaler())
-        train_rate, _ = images_per_second(step, train_batches, steps, 1, device)
+        train_rate, _ = images_per_second(s.step, s.train_batches, steps, 1, device)
         eval_rate, _ = images_per_second(
-            lambda x, y: evaluate(trial, [(x, y)], criterion, precision, config.channels_last), test_batches, steps,
-            1, device)
+            lambda x, y: predict(trial, [(x, y)], s.precision, config.channels_last, s.criterion, keep_images=False),
+            s.test_batches, steps, 1, device)
     return RunEstimate(train_rate, eval_rate, len(data.train_labels), len(data.test_labels), config.epochs)

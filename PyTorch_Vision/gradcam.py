@@ -11,33 +11,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class ActivationsAndGradients:
-    """Captures a layer's output on forward and its gradient on backward; hooks removed by `release()`
-    or on leaving the `with` block."""
+class LayerOutput:
+    """Captures a layer's output on forward through a hook that leaving the `with` block removes."""
 
     def __init__(self, layer: nn.Module):
-        self.activations: torch.Tensor | None = None
-        self.gradients: torch.Tensor | None = None
-        self._handles = [layer.register_forward_hook(self._save_activation)]
+        self.output: torch.Tensor | None = None
+        self._handle = layer.register_forward_hook(self._save)
 
-    def _save_activation(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
-        self.activations = output
-        if output.requires_grad:
-            output.register_hook(self._save_gradient)
+    def _save(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
+        self.output = output
 
-    def _save_gradient(self, grad: torch.Tensor) -> None:
-        self.gradients = grad
-
-    def release(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-    def __enter__(self) -> "ActivationsAndGradients":
+    def __enter__(self) -> "LayerOutput":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.release()
+        self._handle.remove()
 
 
 class BaseCAM:
@@ -64,13 +52,13 @@ class BaseCAM:
         was_training = self.model.training
         self.model.eval()
         try:
-            with ActivationsAndGradients(self.target_layer) as captured, torch.enable_grad():
+            with LayerOutput(self.target_layer) as captured, torch.enable_grad():
                 logits = self.model(images)
-                if captured.activations is None or not captured.activations.requires_grad:
+                if captured.output is None or not captured.output.requires_grad:
                     raise RuntimeError("target_layer produced no output that depends on trainable weights")
                 score = logits.gather(1, class_idx[:, None]).sum()
-                torch.autograd.grad(score, captured.activations)
-                activations, gradients = captured.activations.detach().float(), captured.gradients.float()
+                gradients, = torch.autograd.grad(score, captured.output)  # d score / d activations, nothing stored
+                activations, gradients = captured.output.detach().float(), gradients.float()
         finally:
             self.model.train(was_training)
         weights = self.channel_weights(activations, gradients)
@@ -78,7 +66,8 @@ class BaseCAM:
         cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         return scale_per_map(cam)
 
-    # pytorch-grad-cam style use: `with GradCAM(model, layer) as cam: ...`
+    # Only for the committed notebook, run before hooks became per call: it still says `with GradCAM(...) as
+    # cam`. Remove both with its next run (benchmarks/GPU_QUEUE.md); a CAM holds nothing to release.
     def __enter__(self):
         return self
 

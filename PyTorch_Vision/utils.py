@@ -1,5 +1,5 @@
-"""Small helpers (device, seeding, denormalize, predictions, Markdown tables) and the figures: every figure
-function returns a matplotlib Figure and saves it as PNG when given a path."""
+"""Small helpers (device, progress bars, seeding, denormalize, confusion matrix, Markdown tables) and the
+figures: every figure function returns a matplotlib Figure and saves it as PNG when given a path."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +8,6 @@ import platform
 import random
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -16,9 +15,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from torch import nn
 
-from .gradcam import BaseCAM, overlay
+from .evaluation import misclassified, predict  # noqa: F401 (the committed notebook imports them from here
+from .gradcam import BaseCAM, overlay             # until its next run: benchmarks/GPU_QUEUE.md)
 
 
 def default_device() -> torch.device:
@@ -106,46 +105,6 @@ def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
     return (images * s + m).clamp(0, 1)
 
 
-@dataclass
-class Predictions:
-    """Model outputs over a data set, in its order: images (N,3,H,W) normalized, labels, predicted (N,) long,
-    confidence (N,) softmax probability of the predicted class."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    predicted: torch.Tensor
-    confidence: torch.Tensor
-
-    @property
-    def accuracy(self) -> float:
-        return 100 * (self.predicted == self.labels).float().mean().item()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, batches, flip_tta: bool = False) -> Predictions:
-    """Run `model` in eval mode over `batches` of (x, y); mode restored afterwards. Results on the CPU.
-
-    flip_tta: average the softmax of each image and its mirror image (test-time augmentation)."""
-    was_training = model.training
-    model.eval()
-    images, labels, predicted, confidence = [], [], [], []
-    for x, y in batches:
-        probs = model(x).float().softmax(1)
-        if flip_tta:
-            probs = (probs + model(x.flip(-1)).float().softmax(1)) / 2
-        conf, pred = probs.max(1)
-        images.append(x.cpu()), labels.append(y.cpu()), predicted.append(pred.cpu()), confidence.append(conf.cpu())
-    model.train(was_training)
-    return Predictions(torch.cat(images), torch.cat(labels), torch.cat(predicted), torch.cat(confidence))
-
-
-def misclassified(preds: Predictions, n: int = 10) -> torch.Tensor:
-    """Indices of up to n wrong predictions, most confident first (the most instructive mistakes)."""
-    wrong = (preds.predicted != preds.labels).nonzero().flatten()
-    order = preds.confidence[wrong].argsort(descending=True, stable=True)
-    return wrong[order[:n]]
-
-
 def per_class_accuracy(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(num_classes,) accuracy in percent for each true class (NaN where a class has no examples)."""
     matrix = confusion_matrix(labels, predicted, num_classes).float()
@@ -166,11 +125,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str =
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join(rule for _ in header) + "|"]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def results_markdown(history) -> str:
-    """A run's results as Markdown: the headline figures, then one row per epoch (the README's results section)."""
-    return markdown_table(("", ""), history.summary()) + "\n\n" + history.table()
 
 
 # ---- figures ----

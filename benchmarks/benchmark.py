@@ -27,7 +27,7 @@ from PyTorch_Vision.estimate import images_per_second  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
 from PyTorch_Vision.precision import PRECISIONS, Precision, choose_precision  # noqa: E402
 from PyTorch_Vision.train import TrainConfig, make_optimizer, make_step  # noqa: E402
-from PyTorch_Vision.utils import device_name  # noqa: E402
+from PyTorch_Vision.utils import default_device, device_name  # noqa: E402
 
 EPOCH = 50_000
 
@@ -59,7 +59,7 @@ def main() -> None:
     if args.cores:
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
         torch.set_num_threads(args.cores)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device) if args.device else default_device()
     n = (args.steps + args.warmup + 1) * args.batch_size
     if args.data_dir:
         data = load_cifar10(args.data_dir, download=False)

@@ -26,7 +26,8 @@ def test_train_end_to_end_writes_history_checkpoint_and_figures(image_folder, tm
     assert result.returncode == 0, result.stderr
     assert "Total params: 11,173,962" in result.stdout and "final test accuracy" in result.stdout
     history = json.loads((out / "history.json").read_text())
-    assert history["epoch"] == [1] and 0 <= history["test_acc"][0] <= 100
+    assert history["epoch"] == [1] and f"| final test accuracy (epoch 1) | **{history['test_acc'][0]:.2f}%** |" \
+        in result.stdout, "the printed summary is the saved history's"
     for name in ("checkpoint.pt", "loss_accuracy.png", "misclassified.png", "misclassified_gradcam.png",
                  "confusion_matrix.png"):
         assert (out / name).stat().st_size > 0, name
@@ -95,8 +96,7 @@ def test_lr_find_writes_curve_and_suggestion(image_folder, tmp_path):
 
 
 def test_results_prints_a_history_as_markdown(tmp_path, capsys):
-    from PyTorch_Vision.train import History
-    from PyTorch_Vision.utils import results_markdown
+    from PyTorch_Vision.history import History, results_markdown
 
     h = History()
     h.append(epoch=1, train_loss=2.0, train_acc=20.0, test_loss=1.9, test_acc=25.0, lr=0.1, epoch_seconds=3.5)

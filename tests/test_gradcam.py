@@ -52,12 +52,17 @@ def test_batched_equals_one_at_a_time(model):
 
 
 def test_hooks_released_mode_restored_no_grads_left(model):
-    model.train()
+    images, classes = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
     layer = model.layer4[-1]
     cam = GradCAM(model, layer)
-    cam(torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))
+    in_eval = cam(images, classes)
+    model.train()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    in_train = cam(images, classes)
     assert model.training, "GradCAM must restore train mode"
-    assert not layer._forward_hooks and not layer._backward_hooks
+    assert all(torch.equal(stats[k], model.state_dict()[k]) for k in stats), "BatchNorm statistics must not change"
+    torch.testing.assert_close(in_train, in_eval)  # computed in eval mode whatever the model's mode
+    assert not layer._forward_hooks
     assert all(p.grad is None for p in model.parameters()), "no gradients may accumulate in the model"
     with pytest.raises(ValueError):
         cam(torch.randn(2, 3, 32, 32), torch.tensor([1]))

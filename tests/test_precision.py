@@ -11,7 +11,8 @@ from torch import nn
 import PyTorch_Vision.precision as precision_module
 from conftest import TinyNet
 from PyTorch_Vision.precision import Precision, choose_precision
-from PyTorch_Vision.train import TrainConfig, fit, lr_find, make_optimizer, make_step
+from PyTorch_Vision.lr_finder import lr_find
+from PyTorch_Vision.train import TrainConfig, fit, make_optimizer, make_step
 
 CONFIG = TrainConfig(epochs=2, batch_size=16, max_lr=0.05, seed=0, precision="fp16")
 
@@ -136,7 +137,7 @@ def test_lr_find_runs_fp16_through_a_grad_scaler(tiny_data, monkeypatch):
 
 
 def test_fp32_history_without_skipped_steps_loads(tmp_path):
-    from PyTorch_Vision.train import History
+    from PyTorch_Vision.history import History
 
     old = {k: [1] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds")}
     assert History.from_dict(old).skipped_steps == [0]

@@ -1,8 +1,7 @@
 """The README's results section must be the committed run's plots/history.json, as `results` prints it."""
 from pathlib import Path
 
-from PyTorch_Vision.train import History
-from PyTorch_Vision.utils import results_markdown
+from PyTorch_Vision.history import History, results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 START = "<!-- results: python -m PyTorch_Vision results plots/history.json -->"

@@ -4,10 +4,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-import PyTorch_Vision.train as train_module
 from conftest import TinyNet
-from PyTorch_Vision.train import (HISTORY_KEYS, CheckpointError, History, TrainConfig, fit, load_checkpoint,
-                                  make_optimizer)
+from PyTorch_Vision.checkpoint import CheckpointError, load_checkpoint
+from PyTorch_Vision.data import make_data
+from PyTorch_Vision.history import HISTORY_KEYS, History
+from PyTorch_Vision.train import TrainConfig, fit, make_optimizer
 
 CONFIG = TrainConfig(epochs=4, batch_size=32, max_lr=0.05, seed=0)
 
@@ -49,6 +50,24 @@ def test_one_cycle_is_stepped_every_batch(tiny_data):
     h = fit(tiny_model(), tiny_data, replace(CONFIG, epochs=4, pct_start=0.25), device="cpu", progress="none")
     assert max(h.lr) == pytest.approx(CONFIG.max_lr, rel=0.2), "warm-up must reach max_lr within the first epochs"
     assert h.lr[-1] < 1e-3 * CONFIG.max_lr, "the schedule must anneal to ~0 by the last batch"
+
+
+def test_momentum_cycles_against_the_learning_rate(tiny_data):
+    """OneCycle moves Nesterov momentum opposite to the LR: 0.95 at the start and end, 0.85 at the LR's peak."""
+    from PyTorch_Vision.train import make_scheduler
+
+    config = replace(CONFIG, epochs=4, pct_start=0.25)
+    optimizer = make_optimizer(TinyNet(), config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=10)
+    seen = []
+    for _ in range(40):
+        seen.append((optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["momentum"]))
+        optimizer.step()
+        scheduler.step()
+    lrs, momenta = zip(*seen)
+    assert (config.max_momentum, config.base_momentum) == (0.95, 0.85)
+    assert momenta[0] == pytest.approx(0.95) and momenta[lrs.index(max(lrs))] == pytest.approx(0.85)
+    assert momenta[-1] == pytest.approx(0.95, abs=1e-3) and optimizer.param_groups[0]["nesterov"]
 
 
 def test_weight_decay_skips_batchnorm_and_biases():
@@ -160,6 +179,10 @@ def test_resume_with_other_settings_or_model_is_refused(tiny_data, tmp_path):
     with pytest.raises(CheckpointError, match="max_lr: checkpoint 0.05 vs now 0.1"):
         fit(tiny_model(), tiny_data, replace(CONFIG, epochs=1, max_lr=0.1), device="cpu", out_dir=tmp_path,
             resume=True)
+    with pytest.raises(CheckpointError, match=r"data: checkpoint \{'n_train': 192.*vs now \{'n_train': 96"):
+        fit(tiny_model(), make_data(tiny_data.train_images[:96], tiny_data.train_labels[:96], tiny_data.test_images,
+                                    tiny_data.test_labels, tiny_data.classes, "half"),
+            replace(CONFIG, epochs=1), device="cpu", out_dir=tmp_path, resume=True)
     with pytest.raises(CheckpointError, match="does not fit this model"):
         fit(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10)), tiny_data,
             replace(CONFIG, epochs=1), device="cpu", out_dir=tmp_path, resume=True)
@@ -191,7 +214,7 @@ def test_too_few_batches_for_a_schedule(tiny_data):
 
 
 def test_lr_range_test_finds_a_sensible_rate_and_restores_the_model(tiny_data):
-    from PyTorch_Vision.train import lr_find
+    from PyTorch_Vision.lr_finder import lr_find
 
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -106,9 +106,22 @@ def test_no_hole_when_cutout_is_switched_off(kind):
         assert np.array_equal(~from_image, ~inside), "only the padding may carry the fill colour"
 
 
-def test_output_is_normalized_float_tensor():
-    out = train_transforms(MEAN, STD)(image=coded_image())["image"]
+def test_train_output_is_normalized_with_the_given_statistics():
+    t = train_transforms(MEAN, STD, flip=False, cutout=False)
+    t.set_random_seed(0)
+    out = t(image=coded_image())["image"]
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    pixels = (out * torch.tensor(STD).view(3, 1, 1) + torch.tensor(MEAN).view(3, 1, 1)) * 255
+    torch.testing.assert_close(pixels, pixels.round(), atol=2e-3, rtol=0)  # whole 0..255 values: (x/255 - mean)/std
+    assert set(pixels[2].round().unique().tolist()) <= {255.0, float(FILL[2])}
+
+
+def test_batch_normalize_equals_albumentations_normalize():
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    reference = torch.stack([T.test_transforms(MEAN, STD)(image=image)["image"] for image in images])
+    batched = T.batch_normalize(torch.from_numpy(images).permute(0, 3, 1, 2), MEAN, STD)
+    assert batched.dtype == torch.float32
+    torch.testing.assert_close(batched, reference, atol=1e-6, rtol=1e-6)
 
 
 def test_test_pipeline_only_normalizes():

@@ -5,10 +5,9 @@ import pytest
 import matplotlib.figure
 import torch
 
-from PyTorch_Vision.train import History
-from PyTorch_Vision.utils import (Predictions, confusion_matrix, denormalize, device_name, misclassified,
-                                  per_class_accuracy, plot_confusion, plot_history, plot_misclassified, show_images,
-                                  usable_cores)
+from PyTorch_Vision.history import History
+from PyTorch_Vision.utils import (confusion_matrix, denormalize, device_name, per_class_accuracy, plot_confusion,
+                                  plot_history, plot_misclassified, show_images, usable_cores)
 
 
 def test_device_name_names_the_cpu_model_and_cores(monkeypatch, tmp_path):
@@ -34,14 +33,6 @@ def test_denormalize_inverts_and_does_not_mutate():
     copy = normalized.clone()
     torch.testing.assert_close(denormalize(normalized, mean, std), x)
     assert torch.equal(normalized, copy)
-
-
-def test_misclassified_most_confident_first():
-    preds = Predictions(images=torch.zeros(5, 3, 2, 2), labels=torch.tensor([0, 1, 2, 3, 4]),
-                        predicted=torch.tensor([0, 2, 2, 1, 0]), confidence=torch.tensor([.9, .5, .8, .7, .95]))
-    assert misclassified(preds, 10).tolist() == [4, 3, 1]
-    assert misclassified(preds, 2).tolist() == [4, 3]
-    assert abs(preds.accuracy - 40.0) < 1e-4
 
 
 def test_confusion_matrix_and_per_class_accuracy():
@@ -70,21 +61,6 @@ def test_figures_are_returned_and_saved(tmp_path):
     assert len(show_images(images, 1, 3).axes) == 3
     fig = plot_confusion(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0]), ["a", "b", "c"], tmp_path / "cm.png")
     assert "66.67%" in fig.axes[0].get_title()
-
-
-def test_predict_with_flip_tta_averages_image_and_mirror():
-    from PyTorch_Vision.utils import predict
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3)).train()
-    x, y = torch.randn(5, 3, 4, 4), torch.tensor([0, 1, 2, 0, 1])
-    plain = predict(model, [(x, y)])
-    tta = predict(model, [(x, y)], flip_tta=True)
-    expected = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
-    torch.testing.assert_close(tta.confidence, expected.max(1).values)
-    assert torch.equal(tta.predicted, expected.argmax(1))
-    torch.testing.assert_close(plain.confidence, model(x).softmax(1).max(1).values)
-    assert model.training and torch.equal(tta.images, x)
 
 
 def test_progress_bar_is_a_widget_in_a_notebook_with_ipywidgets_and_text_elsewhere(monkeypatch):

@@ -1,0 +1,61 @@
+"""Checkpoints: written atomically, read safely (weights only), and refused with a message that says what to do
+when they are missing, corrupt, or from another run."""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or belongs to another run; the message says what to do."""
+
+
+def atomic_write(path: str | os.PathLike, payload: bytes) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """torch.save `state` (tensors, numbers, strings, lists and dicts of them) to `path` atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint safely (weights_only); a clear CheckpointError if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: nothing to resume; start without --resume")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}); it is corrupt or not a "
+                              "checkpoint of this package: delete it, or start a new run in another --out") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "history" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of this package; start a new run in another --out")
+    return ckpt
+
+
+def check_resumable(ckpt: dict, config, fingerprint: dict, path: str | os.PathLike,
+                    ignore: tuple[str, ...] = ("compile",)) -> None:
+    """Refuse to resume `ckpt` with a different config (a dataclass; keys in `ignore` may differ) or data
+    (`fingerprint`, e.g. CIFAR10Data.fingerprint())."""
+    saved = ckpt.get("config", {})
+    differ = [f"{k}: checkpoint {saved[k]!r} vs now {v!r}" for k, v in asdict(config).items()
+              if k in saved and k not in ignore and saved[k] != v]
+    if ckpt.get("data") != fingerprint:
+        differ.append(f"data: checkpoint {ckpt.get('data')} vs now {fingerprint}")
+    if differ:
+        raise CheckpointError(f"checkpoint {path} is from a different run ({'; '.join(differ)}); "
+                              "resume with the same settings and data, or start a new run in another --out")

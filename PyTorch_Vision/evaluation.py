@@ -1,0 +1,72 @@
+"""The one evaluation of a model over a data set, used by training (the test loss and accuracy of every
+epoch), by the report (misclassified images, confusion matrix) and for flip test-time augmentation, so every
+figure of one model comes from the same numbers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .precision import Precision
+
+FP32 = Precision("fp32", "cpu")  # autocast off; the device type does not matter then
+
+
+@dataclass
+class Predictions:
+    """Model outputs over a data set, in its order (on the CPU): labels, predicted (N,) long, confidence (N,)
+    softmax probability of the predicted class, loss the mean criterion of the plain (unflipped) pass, and
+    images (N,3,H,W) normalized when asked for."""
+
+    labels: torch.Tensor
+    predicted: torch.Tensor
+    confidence: torch.Tensor
+    loss: float
+    images: torch.Tensor | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return 100 * (self.predicted == self.labels).float().mean().item()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches, precision: Precision = FP32, channels_last: bool = False,
+            criterion: nn.Module | None = None, flip_tta: bool = False, keep_images: bool = True) -> Predictions:
+    """Run `model` in eval mode over `batches` of (x, y) under `precision`'s autocast; the mode is restored.
+
+    flip_tta: average the softmax of each image and its mirror image (test-time augmentation).
+    keep_images: return the inputs too (for galleries); training's per-epoch evaluation does without."""
+    criterion = criterion or nn.CrossEntropyLoss()
+    was_training = model.training
+    model.eval()
+    labels, predicted, confidence, images = [], [], [], []
+    loss_sum, seen = 0.0, 0
+    try:
+        for x, y in batches:
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with precision.autocast():
+                logits = model(x).float()
+                probs = logits.softmax(1)
+                if flip_tta:
+                    probs = (probs + model(x.flip(-1)).float().softmax(1)) / 2
+            loss_sum += criterion(logits, y).item() * len(y)
+            seen += len(y)
+            conf, pred = probs.max(1)
+            labels.append(y.cpu()), predicted.append(pred.cpu()), confidence.append(conf.cpu())
+            if keep_images:
+                images.append(x.float().cpu().contiguous())
+    finally:
+        model.train(was_training)
+    if not seen:
+        raise ValueError("no batches to evaluate: the data set is empty")
+    return Predictions(torch.cat(labels), torch.cat(predicted), torch.cat(confidence), loss_sum / seen,
+                       torch.cat(images) if keep_images else None)
+
+
+def misclassified(preds: Predictions, n: int = 10) -> torch.Tensor:
+    """Indices of up to n wrong predictions, most confident first (the most instructive mistakes)."""
+    wrong = (preds.predicted != preds.labels).nonzero().flatten()
+    order = preds.confidence[wrong].argsort(descending=True, stable=True)
+    return wrong[order[:n]]

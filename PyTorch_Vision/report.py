@@ -1,0 +1,73 @@
+"""What a finished run shows, made one way for the command line and the notebook: the loss and accuracy curves,
+the most confident mistakes, GradCAM on them, the confusion matrix and a summary table."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from .data import CIFAR10Data, make_batches
+from .evaluation import Predictions, misclassified, predict
+from .gradcam import GradCAM
+from .history import History
+from .precision import choose_precision
+from .train import TrainConfig
+from .utils import (code_version, default_device, denormalize, device_name, markdown_table, plot_confusion,
+                    plot_gradcam, plot_history, plot_misclassified)
+
+
+@dataclass
+class Report:
+    """A run's figures and headline table. `predictions` are the final model's on the test set, evaluated as
+    training evaluated every epoch (so its accuracy is the history's last); `tta` adds flip test-time
+    augmentation; `wrong` indexes the misclassified images shown."""
+
+    predictions: Predictions
+    tta: Predictions
+    wrong: torch.Tensor
+    curves: Figure
+    misclassified: Figure
+    gradcam: Figure
+    confusion: Figure
+    summary: list[tuple[str, str]]
+
+    def summary_markdown(self) -> str:
+        return markdown_table(("", ""), self.summary)
+
+
+def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: TrainConfig,
+                device: torch.device | str | None = None, out_dir: str | os.PathLike | None = None,
+                n_wrong: int = 10, cam_layer: str = "layer4.1") -> Report:
+    """Evaluate `model` (trained by `fit` with `config`) on the test set and draw every figure; with `out_dir`,
+    saves them there as PNG (loss_accuracy, misclassified, misclassified_gradcam, confusion_matrix).
+    `cam_layer`: the GradCAM target, a submodule name of `model` ("layer4.1" is ResNet18's `layer4[-1]`)."""
+    device = torch.device(device) if device is not None else default_device()
+    precision = choose_precision(device, config.precision)
+    out = Path(out_dir) if out_dir is not None else None
+    path = (lambda name: out / name) if out is not None else (lambda name: None)
+    _, test_batches = make_batches(data, config.batch_size, device, seed=config.seed, on_device=config.on_device_data)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    preds = predict(model, test_batches, precision, config.channels_last, criterion)
+    tta = predict(model, test_batches, precision, config.channels_last, criterion, flip_tta=True, keep_images=False)
+    wrong = misclassified(preds, n_wrong)
+    inputs, shown = preds.images[wrong], denormalize(preds.images[wrong], data.mean, data.std)
+    labels, predicted = preds.labels[wrong], preds.predicted[wrong]
+    return Report(
+        preds, tta, wrong,
+        curves=plot_history(history, path("loss_accuracy.png")),
+        misclassified=plot_misclassified(shown, labels, predicted, preds.confidence[wrong], data.classes,
+                                         path=path("misclassified.png")),
+        gradcam=plot_gradcam(GradCAM(model, model.get_submodule(cam_layer)), inputs, shown, labels, predicted,
+                             data.classes, cam_layer, path=path("misclassified_gradcam.png")),
+        confusion=plot_confusion(preds.labels, preds.predicted, data.classes, path("confusion_matrix.png")),
+        summary=history.summary() + [
+            ("final model with flip test-time augmentation", f"{tta.accuracy:.2f}%"),
+            ("device, precision", f"{device_name(device)}, {precision}"),
+            ("data", f"{data.source} ({len(data.train_labels):,} train / {len(data.test_labels):,} test)"),
+            ("seed, batch size, max LR, flip, CutOut",
+             f"{config.seed}, {config.batch_size}, {config.max_lr}, {config.flip}, {config.cutout}"),
+            ("code", code_version())])

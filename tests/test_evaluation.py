@@ -1,0 +1,69 @@
+"""The one evaluation path: predictions in eval mode, flip TTA, and the same figures for training and the report."""
+
+import pytest
+import torch
+
+from conftest import TinyNet
+from PyTorch_Vision.data import make_batches
+from PyTorch_Vision.evaluation import Predictions, misclassified, predict
+from PyTorch_Vision.train import TrainConfig, fit
+
+
+def test_misclassified_most_confident_first():
+    preds = Predictions(labels=torch.tensor([0, 1, 2, 3, 4]), predicted=torch.tensor([0, 2, 2, 1, 0]),
+                        confidence=torch.tensor([.9, .5, .8, .7, .95]), loss=1.0)
+    assert misclassified(preds, 10).tolist() == [4, 3, 1]
+    assert misclassified(preds, 2).tolist() == [4, 3]
+    assert preds.accuracy == pytest.approx(40.0)
+
+
+def test_predict_with_flip_tta_averages_image_and_mirror():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3)).train()
+    x, y = torch.randn(5, 3, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    plain = predict(model, [(x, y)])
+    tta = predict(model, [(x, y)], flip_tta=True)
+    expected = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+    torch.testing.assert_close(tta.confidence, expected.max(1).values)
+    assert torch.equal(tta.predicted, expected.argmax(1))
+    torch.testing.assert_close(plain.confidence, model(x).softmax(1).max(1).values)
+    assert plain.loss == pytest.approx(torch.nn.functional.cross_entropy(model(x), y).item(), rel=1e-6)
+    assert model.training and torch.equal(tta.images, x)
+    assert predict(model, [(x, y)], keep_images=False).images is None
+
+
+def test_predict_runs_in_eval_mode_and_restores_train_mode(tiny_data):
+    """A model handed over in train mode: BatchNorm must use, not update, its running statistics."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    with torch.no_grad():  # running statistics that differ from a batch's own
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32) * 3 + 1)
+    model.train()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    _, test_batches = make_batches(tiny_data, 32, torch.device("cpu"))
+    preds = predict(model, test_batches)
+    assert model.training, "the caller's mode is restored"
+    assert all(torch.equal(stats[k], model.state_dict()[k]) for k in stats), "running statistics must not change"
+    model.eval()
+    with torch.no_grad():
+        expected = torch.cat([model(x).softmax(1).max(1).values for x, _ in test_batches])
+    torch.testing.assert_close(preds.confidence, expected)
+
+
+def test_the_report_and_the_history_give_one_accuracy_for_one_model(tiny_data, tmp_path):
+    from PyTorch_Vision.report import make_report
+    from PyTorch_Vision.models import ResNet18
+
+    config = TrainConfig(epochs=1, batch_size=32, max_lr=0.05, seed=0)
+    torch.manual_seed(0)
+    model = ResNet18()
+    history = fit(model, tiny_data, config, device="cpu", progress="none")
+    report = make_report(model, tiny_data, history, config, "cpu", tmp_path)
+    assert report.predictions.accuracy == history.test_acc[-1]
+    assert report.predictions.loss == pytest.approx(history.test_loss[-1], rel=1e-6)
+    assert dict(report.summary)["final test accuracy (epoch 1)"] == f"**{history.test_acc[-1]:.2f}%**"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion_matrix.png", "loss_accuracy.png",
+                                                          "misclassified.png", "misclassified_gradcam.png"]
+    assert len(report.wrong) == min(10, int((report.predictions.predicted != report.predictions.labels).sum()))
+    assert "layer4.1" in report.gradcam._suptitle.get_text()
