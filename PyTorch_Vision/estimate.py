@@ -13,6 +13,7 @@ from torch import nn
 from .data import CIFAR10Data
 from .evaluation import predict
 from .train import TrainConfig, prepare
+from .utils import default_device
 
 
 def images_per_second(fn, batches, steps: int, warmup: int = 1,
@@ -73,13 +74,13 @@ def _duration(seconds: float) -> str:
 
 
 def estimate_run(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(),
-                 device: torch.device | str = "cpu", batch_size: int = 32, steps: int = 2) -> RunEstimate:
+                 device: torch.device | str | None = None, batch_size: int = 32, steps: int = 2) -> RunEstimate:
     """Time `steps` training and evaluation batches of `batch_size` images (after one untimed each) on a copy of
     `model`, through the pipeline `fit` uses on `device`. The caller's model and the global RNG are untouched."""
     if min(len(data.train_labels), len(data.test_labels)) < (steps + 1) * batch_size:
         raise ValueError(f"timing {steps} + 1 batches of {batch_size} needs that many train and test images; "
                          "pass a smaller batch_size")
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else default_device()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         trial = copy.deepcopy(model)
         s = prepare(trial, data, config, device, batch_size=batch_size)
