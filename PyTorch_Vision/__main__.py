@@ -5,30 +5,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint
+from .checkpoint import CheckpointError, OutputError, atomic_write, load_checkpoint
 from .data import DataError, load_cifar10
 from .history import History, results_markdown
 from .lr_finder import lr_find
 from .models import ResNet18, summary
 from .precision import PRECISIONS, choose_precision
 from .report import make_report
+from .settings import positive_float, positive_int
 from .train import TrainConfig, fit
-from .utils import default_device, device_name, plot_lr_find, seed_everything
+from .utils import device_name, plot_lr_find, resolve_device, seed_everything
 
-def _positive(kind):
-    def parse(text: str):
+def _checked(parse):
+    """An argparse type from a settings parser: its message becomes argparse's one-line usage error."""
+    def check(text: str):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    check.__name__ = parse.__name__
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,19 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train ResNet18 on CIFAR-10 and draw every figure")
     t.add_argument("--data-dir", default="data", help="CIFAR-10 folder: ImageFolder copy (train/, test/), "
                    "cifar-10-batches-py, or where to download it (default: data)")
-    t.add_argument("--epochs", type=_positive(int), default=defaults.epochs)
-    t.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size)
-    t.add_argument("--max-lr", type=_positive(float), default=defaults.max_lr)
+    t.add_argument("--epochs", type=_checked(positive_int), default=defaults.epochs)
+    t.add_argument("--batch-size", type=_checked(positive_int), default=defaults.batch_size)
+    t.add_argument("--max-lr", type=_checked(positive_float), default=defaults.max_lr)
     t.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     t.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     t.add_argument("--no-flip", action="store_true", help="plain RandomCrop + CutOut, no horizontal flip")
     t.add_argument("--no-cutout", action="store_true", help="no CutOut hole (an ablation, not the recipe)")
     t.add_argument("--seed", type=int, default=defaults.seed)
-    t.add_argument("--limit-train", type=_positive(int), default=None, help="use a fixed subset of N train images")
-    t.add_argument("--limit-test", type=_positive(int), default=None, help="use a fixed subset of N test images")
+    t.add_argument("--limit-train", type=_checked(positive_int), default=None,
+                   help="use a fixed subset of N train images")
+    t.add_argument("--limit-test", type=_checked(positive_int), default=None,
+                   help="use a fixed subset of N test images")
     t.add_argument("--out", default="runs/resnet18", help="folder for history.json, checkpoint.pt and figures")
     t.add_argument("--resume", action="store_true", help="continue the run whose checkpoint.pt is in --out")
-    t.add_argument("--checkpoint-minutes", type=_positive(float), default=10.0,
+    t.add_argument("--checkpoint-minutes", type=_checked(positive_float), default=10.0,
                    help="also checkpoint within an epoch this often, so an interruption loses at most that much")
     t.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     t.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
@@ -61,11 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar")
     f = sub.add_parser("lr-find", help="LR range test with the training recipe; writes lr_find.png/json")
     f.add_argument("--data-dir", default="data")
-    f.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size)
-    f.add_argument("--steps", type=_positive(int), default=100)
-    f.add_argument("--start-lr", type=_positive(float), default=1e-4)
-    f.add_argument("--end-lr", type=_positive(float), default=10.0)
-    f.add_argument("--limit-train", type=_positive(int), default=None)
+    f.add_argument("--batch-size", type=_checked(positive_int), default=defaults.batch_size)
+    f.add_argument("--steps", type=_checked(positive_int), default=100)
+    f.add_argument("--start-lr", type=_checked(positive_float), default=1e-4)
+    f.add_argument("--end-lr", type=_checked(positive_float), default=10.0)
+    f.add_argument("--limit-train", type=_checked(positive_int), default=None)
     f.add_argument("--seed", type=int, default=defaults.seed)
     f.add_argument("--out", default="runs/lr_find")
     f.add_argument("--device", default=None)
@@ -75,13 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output_folder(text: str) -> Path:
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: choose a folder for the run's outputs")
+    return out
+
+
 def find_lr(args: argparse.Namespace) -> None:
-    out = Path(args.out)
+    out = _output_folder(args.out)
     config = TrainConfig(batch_size=args.batch_size, seed=args.seed, precision=args.precision)
-    device = args.device or str(default_device())
+    device = resolve_device(args.device)
     data = load_cifar10(args.data_dir, limit_train=args.limit_train)
     seed_everything(config.seed)
-    result = lr_find(ResNet18(), data, config, device, args.start_lr, args.end_lr, args.steps)
+    result = lr_find(ResNet18(num_classes=len(data.classes)), data, config, device, args.start_lr, args.end_lr,
+                     args.steps)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "lr_find.json", json.dumps({"lrs": result.lrs, "losses": result.losses,
                                                    "batch_size": args.batch_size, "device": device_name(device),
@@ -92,7 +101,7 @@ def find_lr(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    out = Path(args.out)
+    out = _output_folder(args.out)
     if args.resume:
         load_checkpoint(out / "checkpoint.pt")  # fail before loading data when there is nothing to resume
     elif (out / "checkpoint.pt").exists():
@@ -102,13 +111,13 @@ def train(args: argparse.Namespace) -> None:
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                          flip=not args.no_flip, cutout=not args.no_cutout, seed=args.seed, compile=args.compile,
                          precision=args.precision)
-    device = args.device or str(default_device())
+    device = resolve_device(args.device)
     precision = choose_precision(device, config.precision)  # refuses bf16 on a GPU without it before loading data
     data = load_cifar10(args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test)
     print(f"data: {data.source}: {len(data.train_labels)} train / {len(data.test_labels)} test images")
     print(f"device: {device_name(device)}; precision: {precision}")
     seed_everything(config.seed)
-    model = ResNet18()
+    model = ResNet18(num_classes=len(data.classes))
     print(summary(model))
     history = fit(model, data, config, device=device, out_dir=out, resume=args.resume, progress=args.progress,
                   checkpoint_seconds=60 * args.checkpoint_minutes)
@@ -126,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             find_lr(args)
         elif args.command == "results":
             print(results_markdown(History.load(args.history)))
-    except (DataError, CheckpointError, FloatingPointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (DataError, CheckpointError, FloatingPointError, ValueError, OutputError) as e:
+        print(f"error: {e.strerror if isinstance(e, OutputError) else e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint (at most --checkpoint-minutes old) is in --out: rerun with --resume",
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else "interrupted before training started; nothing was written",
               file=sys.stderr)
         return 130
     return 0

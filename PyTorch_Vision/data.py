@@ -68,7 +68,14 @@ def make_data(train_images: np.ndarray, train_labels: np.ndarray, test_images: n
     """Bundle arrays into CIFAR10Data, optionally keeping a fixed random subset; stats from the kept train set."""
     train_images, train_labels = _subset(train_images, train_labels, limit_train, seed=0)
     test_images, test_labels = _subset(test_images, test_labels, limit_test, seed=1)
+    if len(train_labels) == 0 or len(test_labels) == 0:
+        raise DataError(f"{source} holds {len(train_labels)} training and {len(test_labels)} test images; both are "
+                        "needed")
     mean, std = channel_stats(train_images)
+    flat = [name for name, s in zip("RGB", std) if s < 1e-6]  # float rounding leaves ~1e-17, not 0
+    if flat:
+        raise DataError(f"the training images of {source} do not vary at all in channel {'/'.join(flat)} (every "
+                        "pixel the same), so they cannot be normalized: check that the folder holds real images")
     return CIFAR10Data(np.ascontiguousarray(train_images), train_labels.astype(np.int64),
                        np.ascontiguousarray(test_images), test_labels.astype(np.int64),
                        list(classes), mean, std, source)

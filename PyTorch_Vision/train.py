@@ -2,11 +2,14 @@
 checkpoints during and after every epoch so that an interrupted run resumes to the same result."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -16,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write, check_resumable, load_checkpoint, save_checkpoint
 from .data import CIFAR10Data, make_batches
 from .evaluation import FP32, predict
 from .history import History
@@ -137,10 +140,12 @@ class EpochProgress:
     seconds: float = 0.0    # wall time spent in this epoch so far
 
 
-def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: EpochProgress,
-                 save=None, save_every_s: float = math.inf) -> EpochProgress:
+def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: EpochProgress, save=None,
+                 save_every_s: float = math.inf, check_every: int = 1, stop=lambda: False) -> EpochProgress:
     """Train on `batches` from batch `progress.batches` on (earlier ones are drawn and skipped, which replays the
-    augmentation's random stream); calls `save(progress)` every `save_every_s` seconds while the loss is finite."""
+    augmentation's random stream); calls `save(progress)` every `save_every_s` seconds while the loss is finite.
+    Raises FloatingPointError when the loss sum is not finite, looking every `check_every` batches (a look
+    waits for the device); returns early, between two batches, once `stop()` is true."""
     model.train()
     start = time.perf_counter() - progress.seconds
     loss_sum = torch.tensor(progress.loss_sum, device=next(model.parameters()).device)
@@ -162,6 +167,9 @@ def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: Epoc
             loss_sum += loss * len(y)
             correct += (logits.argmax(1) == y).sum()
         p = replace(p, batches=p.batches + 1, seen=p.seen + len(y) * counted, skipped=p.skipped + skipped, lr=lr)
+        if p.batches % check_every == 0 and not math.isfinite(loss_sum.item()):
+            raise FloatingPointError(f"training loss became {loss_sum.item() / max(p.seen, 1)} by batch "
+                                     f"{p.batches}/{len(batches)}")
         if bar is not None:
             bar.update(1)
             if p.batches % 10 == 1:
@@ -172,6 +180,8 @@ def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: Epoc
             save(replace(p, loss_sum=loss_sum.item(), correct=int(correct.item()),
                          seconds=time.perf_counter() - start))
             last_save = time.perf_counter()
+        if stop():
+            break
     return replace(p, loss_sum=loss_sum.item(), correct=int(correct.item()), seconds=time.perf_counter() - start)
 
 
@@ -231,6 +241,8 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     ckpt_path = out / "checkpoint.pt" if out else None
     if resume and out is None:
         raise ValueError("resume needs out_dir: the folder holding checkpoint.pt")
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder: choose a folder for the run's outputs")
     if out is not None and not resume and ckpt_path.exists():
         raise CheckpointError(f"{out} already holds a run (checkpoint.pt); resume it (--resume / resume=True) "
                               "or choose another output folder: nothing was overwritten")
@@ -260,8 +272,10 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
             where = f"in epoch {partial.epoch}/{config.epochs} at batch {partial.batches}/{len(train_batches)}" \
                 if partial else f"after epoch {len(history)}/{config.epochs}"
             tqdm.write(f"resumed {ckpt_path} {where}", file=sys.stdout)
-    elif out is not None:
+    if out is not None:  # find a full disk or a read-only folder now, not after the first epoch
         out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / ".write-test", b"")
+        (out / ".write-test").unlink()
 
     kept = (f"epoch {partial.epoch} at batch {partial.batches}" if partial else f"epoch {len(history)}") \
         if resume else None  # what the checkpoint on disk holds
@@ -278,41 +292,72 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         save_state(p)
         kept = f"epoch {p.epoch} at batch {p.batches}"
 
-    for epoch in range(len(history) + 1, config.epochs + 1):
-        train_batches.set_epoch(epoch)
-        bar = progress_bar(len(train_batches), f"epoch {epoch}/{config.epochs}") if progress == "bar" else None
+    check_every = 16 if s.device.type == "cuda" and scaler is None else 1  # elsewhere a look costs nothing
+    with _stop_after_batch_on_interrupt() as stop_asked:
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            train_batches.set_epoch(epoch)
+            bar = progress_bar(len(train_batches), f"epoch {epoch}/{config.epochs}") if progress == "bar" else None
 
-        def diverged(what: str) -> FloatingPointError:
-            on_disk = f"the checkpoint of {kept} is kept in {out}" if kept else "no checkpoint was written"
-            return FloatingPointError(f"{what} in epoch {epoch} ({s.precision}); {on_disk}. "
-                                      f"Lower max_lr (now {config.max_lr}) or check the data.")
-        try:
-            done = _train_epoch(model, train_batches, s.step, optimizer, scheduler, bar,
-                                partial if partial and partial.epoch == epoch else EpochProgress(epoch),
-                                save_partial if out is not None else None, checkpoint_seconds)
-        except FloatingPointError as e:
-            raise diverged(str(e)) from None
-        finally:
-            if bar is not None:
-                bar.close()
-        if not done.seen:
-            raise diverged(f"every step overflowed fp16 (GradScaler skipped all {done.skipped})")
-        train_loss = done.loss_sum / done.seen
-        if not math.isfinite(train_loss):
-            raise diverged(f"training loss became {train_loss}")
-        train_acc = 100 * done.correct / done.seen
-        start = time.perf_counter()
-        test = predict(model, s.test_batches, s.precision, config.channels_last, s.criterion, keep_images=False)
-        history.append(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test.loss,
-                       test_acc=test.accuracy, lr=done.lr, epoch_seconds=done.seconds + time.perf_counter() - start,
-                       skipped_steps=done.skipped)
-        if progress != "none":
-            tqdm.write(_epoch_line(history, -1, config.epochs), file=sys.stdout)
-        if out is not None:
-            save_state()
-            history.save(out / "history.json")
-            kept = f"epoch {epoch}"
+            def diverged(what: str) -> FloatingPointError:
+                on_disk = f"the checkpoint of {kept} is kept in {out}" if kept else "no checkpoint was written"
+                return FloatingPointError(f"{what} in epoch {epoch} ({s.precision}); {on_disk}. "
+                                          f"Lower max_lr (now {config.max_lr}) or check the data.")
+            try:
+                done = _train_epoch(model, train_batches, s.step, optimizer, scheduler, bar,
+                                    partial if partial and partial.epoch == epoch else EpochProgress(epoch),
+                                    save_partial if out is not None else None, checkpoint_seconds, check_every,
+                                    stop_asked)
+            except FloatingPointError as e:
+                raise diverged(str(e)) from None
+            finally:
+                if bar is not None:
+                    bar.close()
+            if done.batches < len(train_batches):  # interrupted: keep this batch's state, then stop
+                where = f"epoch {epoch} at batch {done.batches}/{len(train_batches)}"
+                if out is None:
+                    raise KeyboardInterrupt(f"stopped in {where}; nothing was saved (no out_dir)")
+                save_partial(done)
+                raise KeyboardInterrupt(f"stopped in {where}; its checkpoint is in {out}: resume with --resume "
+                                        "(command line), resume=True (fit), or by running the notebook's training "
+                                        "cell again")
+            if not done.seen:
+                raise diverged(f"every step overflowed fp16 (GradScaler skipped all {done.skipped})")
+            train_loss = done.loss_sum / done.seen
+            if not math.isfinite(train_loss):
+                raise diverged(f"training loss became {train_loss}")
+            start = time.perf_counter()
+            test = predict(model, s.test_batches, s.precision, config.channels_last, s.criterion, keep_images=False)
+            history.append(epoch=epoch, train_loss=train_loss, train_acc=100 * done.correct / done.seen,
+                           test_loss=test.loss, test_acc=test.accuracy, lr=done.lr,
+                           epoch_seconds=done.seconds + time.perf_counter() - start, skipped_steps=done.skipped)
+            if progress != "none":
+                tqdm.write(_epoch_line(history, -1, config.epochs), file=sys.stdout)
+            if out is not None:
+                save_state()
+                history.save(out / "history.json")
+                kept = f"epoch {epoch}"
     return history
+
+
+@contextlib.contextmanager
+def _stop_after_batch_on_interrupt():
+    """While training, Ctrl-C (or a notebook's interrupt) asks the loop to stop after the batch in progress, so
+    the checkpoint it leaves is consistent; a second Ctrl-C stops at once. Yields stop_asked() -> bool."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield lambda: False
+        return
+    asked = []
+
+    def ask(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield lambda: bool(asked)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _epoch_line(history: History, i: int, epochs: int) -> str:

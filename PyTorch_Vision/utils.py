@@ -29,6 +29,27 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def resolve_device(name: str | None) -> torch.device:
+    """The device a user named (None: the best available), refused in one line when it is unknown or absent."""
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or mps, or leave it out for the best "
+                         "available") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this machine has no CUDA GPU that PyTorch can use; use cpu, or leave "
+                         "the device out")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: there are only {torch.cuda.device_count()} CUDA GPUs (cuda:0 ...)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r}: Apple's MPS is not available here; use cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r}: training here runs on cpu, cuda or mps")
+    return device
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity where the OS tells, else all)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -137,6 +158,13 @@ def save_figure(fig: Figure, path: str | os.PathLike | None) -> Figure:
     return fig
 
 
+def _note(text: str) -> Figure:
+    """A small figure holding only `text`: what a gallery shows when it has nothing to show."""
+    fig = Figure(figsize=(5, 1), dpi=100)
+    fig.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
+
+
 def _as_hwc(image) -> np.ndarray:
     img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
@@ -185,7 +213,9 @@ def plot_misclassified(images, labels, predicted, confidence, classes: Sequence[
     """Gallery of misclassified images titled with true class, predicted class and confidence."""
     titles = [f"true: {classes[t]}\npred: {classes[p]} ({100 * c:.0f}%)"
               for t, p, c in zip(labels.tolist(), predicted.tolist(), confidence.tolist())]
-    nrows = max(1, -(-len(images) // ncols))
+    if len(images) == 0:
+        return save_figure(_note("No misclassified test images."), path)
+    nrows = -(-len(images) // ncols)
     return show_images(images, nrows, ncols, titles, suptitle="Misclassified test images", size=2.0, path=path)
 
 
@@ -194,8 +224,10 @@ def plot_gradcam(cam: BaseCAM, inputs: torch.Tensor, images, labels: torch.Tenso
     """One row per example: the image, the CAM of the predicted class, the CAM of the true class.
 
     inputs: (N,3,H,W) normalized model inputs; images: the same, un-normalized, for display."""
-    maps_pred, maps_true = cam(inputs, predicted), cam(inputs, labels)
     n = len(inputs)
+    if n == 0:
+        return save_figure(_note("No misclassified test images: nothing to explain."), path)
+    maps_pred, maps_true = cam(inputs, predicted), cam(inputs, labels)
     fig = Figure(figsize=(6.6, 2.3 * n), dpi=100, layout="constrained")
     axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):

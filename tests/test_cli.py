@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from PyTorch_Vision.__main__ import main
 from PyTorch_Vision.data import synthetic_cifar10
@@ -41,13 +42,17 @@ def test_train_end_to_end_writes_history_checkpoint_and_figures(image_folder, tm
 @pytest.mark.parametrize("args,message", [
     (["--data-dir", "{tmp}/missing", "--epochs", "1"], "could not download"),
     (["--data-dir", "{tmp}", "--epochs", "1"], "could not download"),
-    (["--epochs", "0"], "must be positive"),
-    (["--batch-size", "-4"], "must be positive"),
-    (["--max-lr", "0"], "must be positive"),
-    (["--max-lr", "fast"], "not a float"),
-    (["--checkpoint-minutes", "-1"], "must be positive"),
+    (["--epochs", "0"], "argument --epochs: must be a positive whole number, got '0'"),
+    (["--batch-size", "-4"], "argument --batch-size: must be a positive whole number, got '-4'"),
+    (["--max-lr", "0"], "argument --max-lr: must be a positive number, got '0'"),
+    (["--max-lr", "fast"], "argument --max-lr: must be a positive number, got 'fast'"),
+    (["--checkpoint-minutes", "-1"], "must be a positive number, got '-1'"),
     (["--resume", "--out", "{tmp}/empty"], "no checkpoint"),
     (["--precision", "half"], "invalid choice: 'half'"),
+    (["--device", "tpu9"], "unknown device 'tpu9': use cpu, cuda, cuda:N or mps"),
+    (["--device", "cuda"], "no CUDA GPU"),
+    (["--epochs", "abc"], "must be a positive whole number, got 'abc'"),
+    (["--out", "{tmp}/a_file"], "is a file, not a folder"),
 ])
 def test_bad_input_gives_one_clear_error(args, message, tmp_path, capsys, monkeypatch):
     import torchvision.datasets
@@ -56,6 +61,8 @@ def test_bad_input_gives_one_clear_error(args, message, tmp_path, capsys, monkey
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    (tmp_path / "a_file").write_text("not a folder")
     argv = ["train"] + [a.format(tmp=tmp_path) for a in args]
     if "--out" not in args:
         argv += ["--out", str(tmp_path / "out")]

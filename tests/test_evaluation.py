@@ -67,3 +67,26 @@ def test_the_report_and_the_history_give_one_accuracy_for_one_model(tiny_data, t
                                                           "misclassified.png", "misclassified_gradcam.png"]
     assert len(report.wrong) == min(10, int((report.predictions.predicted != report.predictions.labels).sum()))
     assert "layer4.1" in report.gradcam._suptitle.get_text()
+
+
+def test_a_model_without_mistakes_gets_a_report_too(tiny_data, tmp_path):
+    """Every test image right (here: a test set of one class and a model that always says it): galleries say so."""
+    from PyTorch_Vision.data import make_data
+    from PyTorch_Vision.history import History
+    from PyTorch_Vision.report import make_report
+
+    class AlwaysFirst(TinyNet):
+        def forward(self, x):
+            return super().forward(x) + torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10) * 1e3
+
+    keep = tiny_data.test_labels == 0
+    data = make_data(tiny_data.train_images, tiny_data.train_labels, tiny_data.test_images[keep],
+                     tiny_data.test_labels[keep], tiny_data.classes, "one class")
+    model = AlwaysFirst()
+    model.layer4 = torch.nn.Sequential(torch.nn.Identity(), model.features)  # a GradCAM target named layer4.1
+    history = History()
+    history.append(epoch=1, train_loss=1.0, train_acc=50.0, test_loss=0.0, test_acc=100.0, lr=0.1, epoch_seconds=1)
+    report = make_report(model, data, history, TrainConfig(batch_size=32), "cpu", tmp_path)
+    assert report.predictions.accuracy == 100.0 and len(report.wrong) == 0
+    assert "No misclassified test images" in report.gradcam.texts[0].get_text()
+    assert (tmp_path / "misclassified_gradcam.png").stat().st_size > 0

@@ -99,3 +99,24 @@ def test_packages_are_installed_by_major_version_not_presence(tmp_path, monkeypa
     runtime.run_cell()
     pip = [cmd[cmd.index("install") + 2:] for cmd in runtime.calls if "pip" in cmd]
     assert pip == ([installed] if installed else [])
+
+
+def settings_cell() -> str:
+    cells = [c for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"]
+    source = "".join(cells[1]["source"])
+    assert "S11_EPOCHS" in source, "the second code cell holds the settings"
+    return source
+
+
+@pytest.mark.parametrize("name, value", [("S11_EPOCHS", "abc"), ("S11_EPOCHS", "-2"), ("S11_MAX_LR", "fast"),
+                                         ("S11_PRECISION", "half"), ("S11_FLIP", "maybe")])
+def test_bad_environment_overrides_stop_the_settings_cell_in_one_line(monkeypatch, name, value):
+    from PyTorch_Vision.settings import SettingError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingError, match=f"^{name} must be .*got '{value}'"):
+        exec(compile(settings_cell(), str(NOTEBOOK), "exec"), {"os": os})
+    monkeypatch.delenv(name)
+    namespace = {"os": os}
+    exec(compile(settings_cell(), str(NOTEBOOK), "exec"), namespace)
+    assert namespace["config"].epochs >= 1

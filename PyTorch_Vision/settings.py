@@ -1,0 +1,72 @@
+"""Checked settings for the command line and the notebook's environment overrides: one parser per kind of
+value, so a bad value is refused with the same one-line message in both."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingError(ValueError):
+    """A setting's value cannot be used; in a notebook it shows as this one line, without a traceback."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for how an exception is shown
+        return [f"SettingError: {self}"]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be a positive whole number, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"must be a positive whole number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"must be a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {text!r}") from None
+
+
+def switch(text: str) -> bool:
+    """"1" or "0" (also true/false, yes/no, on/off)."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be 1 or 0, got {text!r}")
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {text!r}")
+        return text
+    return parse
+
+
+def env_setting(name: str, default: T, parse: Callable[[str], T]) -> T:
+    """The environment variable `name` parsed by `parse`, or `default` when it is unset."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise SettingError(f"{name} {e}: set it to a valid value (default {default}) or unset it") from None

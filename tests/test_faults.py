@@ -1,0 +1,171 @@
+"""Faults a real run meets: a full disk or a read-only folder while writing, an interrupt, a loss that turns NaN,
+images that cannot be normalized, bad notebook settings. Each ends in a clear message and loses nothing on disk."""
+import errno
+import os
+import signal
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import PyTorch_Vision.checkpoint as checkpoint_module
+from conftest import TinyNet
+from PyTorch_Vision.checkpoint import OutputError, atomic_write, load_checkpoint
+from PyTorch_Vision.data import DataError, make_data
+from PyTorch_Vision.history import HISTORY_KEYS, History
+from PyTorch_Vision.settings import SettingError, env_setting, positive_int, switch
+from PyTorch_Vision.train import TrainConfig, fit
+
+CONFIG = TrainConfig(epochs=3, batch_size=32, max_lr=0.05, seed=0)  # 192 train images: 6 batches an epoch
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return TinyNet()
+
+
+def test_a_full_disk_keeps_the_previous_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    atomic_write(path, b"the good one")
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(checkpoint_module, "open", lambda p, mode: FullDisk(real_open(p, mode)), raising=False)
+    with pytest.raises(OutputError) as e:
+        atomic_write(path, b"x" * 1000)
+    assert e.value.errno == errno.ENOSPC and "No space left on device" in e.value.strerror
+    assert "the previous checkpoint.pt there is intact" in e.value.strerror
+    assert path.read_bytes() == b"the good one" and not (tmp_path / "checkpoint.pt.tmp").exists()
+
+
+def test_disk_full_during_a_run_stops_with_the_last_checkpoint_intact(tiny_data, tmp_path, monkeypatch):
+    writes = []
+    real_replace = os.replace
+
+    def replace_until_full(src, dst):
+        writes.append(dst)
+        if str(dst).endswith("checkpoint.pt") and len([w for w in writes if str(w).endswith("checkpoint.pt")]) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", replace_until_full)
+    with pytest.raises(OutputError, match="checkpoint.pt .*No space left on device.*previous checkpoint.pt there is "
+                                          "intact"):
+        fit(tiny_model(), tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none")
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["history"]["epoch"] == [1]
+    assert History.load(tmp_path / "history.json").epoch == [1]
+
+
+def test_a_read_only_output_folder_is_found_before_training(tiny_data, tmp_path, monkeypatch):
+    """As root (CI) permission bits do not stop writes, so the refusal is simulated where the write happens."""
+    def read_only(path, mode="r", *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(checkpoint_module, "open", read_only, raising=False)
+    model = tiny_model()
+    with pytest.raises(OutputError, match="Permission denied.*choose a folder you can write to"):
+        fit(model, tiny_data, CONFIG, device="cpu", out_dir=tmp_path / "run", progress="none")
+    assert model.linear.weight.grad is None, "refused before any training step"
+
+
+class InterruptAt(torch.nn.Module):
+    """Wraps a model and sends this process SIGINT (Ctrl-C, a notebook's interrupt) `times` times during its n-th
+    forward pass."""
+
+    def __init__(self, model, n, times=1):
+        super().__init__()
+        self.model, self.calls, self.n, self.times = model, 0, n, times
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.n:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return self.model(x)
+
+
+def test_an_interrupt_leaves_a_checkpoint_at_that_batch_and_resumes_to_the_same_run(tiny_data, tmp_path):
+    straight = fit(tiny_model(), tiny_data, CONFIG, device="cpu", progress="none")
+    interrupted = InterruptAt(tiny_model(), n=(6 + 2) + 4)  # during the 4th batch of epoch 2
+    with pytest.raises(KeyboardInterrupt, match=r"stopped in epoch 2 at batch 4/6; its checkpoint is in .*--resume"):
+        fit(interrupted, tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none",
+            checkpoint_seconds=3600)
+    assert interrupted.calls == 12, "the batch in progress finishes, no further one starts"
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["history"]["epoch"] == [1] and (ckpt["partial"]["epoch"], ckpt["partial"]["batches"]) == (2, 4)
+    resumed = fit(InterruptAt(tiny_model(seed=99), n=-5), tiny_data, CONFIG, device="cpu", out_dir=tmp_path,
+                  resume=True, progress="none")
+    for key in HISTORY_KEYS[:-1]:
+        assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C works as usual after training"
+
+
+def test_a_second_interrupt_stops_at_once_and_no_out_dir_says_nothing_was_saved(tiny_data):
+    model = InterruptAt(tiny_model(), n=3, times=2)
+    with pytest.raises(KeyboardInterrupt) as e:
+        fit(model, tiny_data, CONFIG, device="cpu", progress="none")
+    assert model.calls == 3 and str(e.value) == "", "the second Ctrl-C interrupts the batch itself"
+    with pytest.raises(KeyboardInterrupt, match="stopped in epoch 1 at batch 3/6; nothing was saved"):
+        fit(InterruptAt(tiny_model(), n=3), tiny_data, CONFIG, device="cpu", progress="none")
+
+
+def test_a_nan_loss_stops_the_run_at_that_batch(tiny_data, tmp_path):
+    class NaNFrom(torch.nn.Module):
+        def __init__(self, model, n):
+            super().__init__()
+            self.model, self.calls, self.n = model, 0, n
+
+        def forward(self, x):
+            self.calls += 1
+            out = self.model(x)
+            return out * float("nan") if self.calls >= self.n else out
+
+    model = NaNFrom(tiny_model(), n=(6 + 2) + 2)  # 2nd batch of epoch 2
+    with pytest.raises(FloatingPointError, match=r"became nan by batch 2/6 in epoch 2 .*checkpoint of epoch 2 at batch 1 is kept"):
+        fit(model, tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none", checkpoint_seconds=0)
+    assert model.calls == 10, "no batch after the first NaN"
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["history"]["epoch"] == [1] and (ckpt["partial"]["epoch"], ckpt["partial"]["batches"]) == (2, 1)
+
+
+def test_images_without_variation_are_refused_with_what_is_wrong_with_them():
+    flat = np.full((10, 32, 32, 3), 128, np.uint8)
+    flat[:, :, :, 0] = np.arange(10)[:, None, None]  # red varies, green and blue do not
+    with pytest.raises(DataError, match="do not vary at all in channel G/B .*check that the folder holds real images"):
+        make_data(flat, np.zeros(10, np.int64), flat, np.zeros(10, np.int64), ["a"], "a folder")
+    with pytest.raises(DataError, match="0 training and 10 test images"):
+        make_data(flat[:0], np.zeros(0, np.int64), flat, np.zeros(10, np.int64), ["a"], "a folder")
+
+
+@pytest.mark.parametrize("value, message", [("abc", "S11_EPOCHS must be a positive whole number, got 'abc'"),
+                                            ("-3", "S11_EPOCHS must be a positive whole number, got '-3'"),
+                                            ("0", "S11_EPOCHS must be a positive whole number, got '0'")])
+def test_notebook_settings_are_checked_like_the_command_line(monkeypatch, value, message):
+    monkeypatch.setenv("S11_EPOCHS", value)
+    with pytest.raises(SettingError, match=message) as e:
+        env_setting("S11_EPOCHS", 20, positive_int)
+    assert e.value._render_traceback_() == [f"SettingError: {e.value}"], "one line in a notebook, no traceback"
+    monkeypatch.setenv("S11_EPOCHS", "7")
+    assert env_setting("S11_EPOCHS", 20, positive_int) == 7
+    monkeypatch.delenv("S11_EPOCHS")
+    assert env_setting("S11_EPOCHS", 20, positive_int) == 20
+    monkeypatch.setenv("S11_FLIP", "maybe")
+    with pytest.raises(SettingError, match="S11_FLIP must be 1 or 0"):
+        env_setting("S11_FLIP", True, switch)
