@@ -4,6 +4,7 @@
 # STEP: notebook (execute the notebook: benchmarks/next_notebook.ipynb while one waits, else S11_ResNet18.ipynb;
 #                 the full 20-epoch run, seed 0, figures and the executed notebook to OUT_DIR/plots)
 #       fp16     (Colab's T4 path forced on this GPU: --precision fp16, seeds 0-2; then seed 0 in bf16 beside it)
+#       calibration (airbench94 x 10 seeds and airbench96 x 3 on the copy: benchmarks/calibration.py; ~4 min on an H100)
 #       seeds    (seeds 1 and 2 through the CLI, one after the other)
 #       lrfind   (100-step LR range test)
 #       bench    (benchmarks/benchmark.py with all cores, then limited to 2 cores)
@@ -43,6 +44,12 @@ fp16() {
     python3 -m PyTorch_Vision train --data-dir "$data" --seed 0 --out "$out/bf16_seed0" --progress epoch \
         > "$out/bf16_seed0.log" 2>&1
     grep -H "precision\|final test accuracy\|total training time" "$out"/fp16_seed*.log "$out"/bf16_seed0.log
+}
+calibration() {
+    python3 benchmarks/calibration.py export --data-dir "$data" --out "$out/calib"
+    python3 benchmarks/calibration.py run --dir "$out/calib" --seeds94 10 --seeds96 3
+    cp benchmarks/calibration.json "$out/"
+    rm -f "$out"/calib/cifar10/*.pt
 }
 lrfind() { python3 -m PyTorch_Vision lr-find --data-dir "$data" --out "$out/lr_find"; }
 bench() {
