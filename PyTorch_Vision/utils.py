@@ -281,3 +281,21 @@ def plot_lr_find(result, chosen: float | None = None, path=None) -> Figure:
     ax.grid(alpha=0.3, which="both")
     ax.set_title("LR range test")
     return save_figure(fig, path)
+
+
+def plot_deletion_curves(results, path=None) -> Figure:
+    """Mean deletion curves per CAM layer (faithfulness.measure_layers) against erasing in random order: the
+    further a layer's curve falls below the random one, the more its heatmaps point at what the model uses."""
+    fig = Figure(figsize=(6.5, 4.2), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    fractions = 100 * results[0].curves.fractions
+    for r in results:
+        ax.plot(fractions, r.curves.cam.mean(0), "o-", ms=3,
+                label=f"GradCAM {r.layer} ({r.map_size}x{r.map_size}): gap {r.deletion_gap:.3f}")
+    ax.plot(fractions, results[0].curves.random.mean(0), "k--", label="random order")
+    ax.set_xlabel("pixels erased, most important first (%)")
+    ax.set_ylabel("probability of the predicted class")
+    ax.set_title(f"Deletion curves, mean over {len(results[0].curves.cam)} test images")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

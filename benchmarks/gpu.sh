@@ -5,6 +5,7 @@
 #                 the full 20-epoch run, seed 0, figures and the executed notebook to OUT_DIR/plots)
 #       fp16     (Colab's T4 path forced on this GPU: --precision fp16, seeds 0-2; then seed 0 in bf16 beside it)
 #       calibration (airbench94 x 10 seeds and airbench96 x 3 on the copy: benchmarks/calibration.py; ~4 min on an H100)
+#       faithfulness (GradCAM checks per layer on 1,000 test images of the notebook run: run after `notebook`)
 #       seeds    (seeds 1 and 2 through the CLI, one after the other)
 #       lrfind   (100-step LR range test)
 #       bench    (benchmarks/benchmark.py with all cores, then limited to 2 cores)
@@ -50,6 +51,10 @@ calibration() {
     python3 benchmarks/calibration.py run --dir "$out/calib" --seeds94 10 --seeds96 3
     cp benchmarks/calibration.json "$out/"
     rm -f "$out"/calib/cifar10/*.pt
+}
+faithfulness() {
+    python3 benchmarks/faithfulness.py --checkpoint "$out/run_nb/checkpoint.pt" --data-dir "$data" \
+        --out "$out/faithfulness"
 }
 lrfind() { python3 -m PyTorch_Vision lr-find --data-dir "$data" --out "$out/lr_find"; }
 bench() {

@@ -1,0 +1,191 @@
+"""Can we trust a heatmap? Two checks from the literature, for any CAM method of gradcam.py:
+
+- Deletion curves (Petsiuk et al., 2018, "RISE", Sec. 4.1): erase the pixels a CAM ranks most important first
+  and watch the probability of the explained class fall; the same with pixels erased in random order is the
+  baseline. Erased pixels get the data set's mean colour, or, as ROAD (Rong et al., 2022) argues leaks less of
+  the erased shape, an imputation from the pixels that are kept ("blur": a normalized convolution).
+- The model-randomisation sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps"): the CAM of
+  the trained model against the CAM of the same network with re-initialised weights; a heatmap that barely
+  changes explains the architecture, not what the model learned.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .gradcam import BaseCAM, GradCAM
+from .utils import markdown_table
+
+FILLS = ("mean", "blur")
+
+
+@dataclass
+class DeletionCurves:
+    """fractions (K,) of pixels erased, from 0 to 1; cam and random (N,K): the explained class's softmax
+    probability after erasing that share of pixels in CAM order and in random order."""
+
+    fractions: torch.Tensor
+    cam: torch.Tensor
+    random: torch.Tensor
+
+    @property
+    def deletion_gap(self) -> torch.Tensor:
+        """(N,) deletion gap: area under the random-order curve minus area under the CAM-order curve (trapezoid
+        rule over the erased share). Positive: the pixels the CAM ranks first matter more to the model than random
+        ones; about 0: no better than chance; it lies in [-1, 1]."""
+        return torch.trapezoid(self.random - self.cam, self.fractions, dim=1)
+
+
+def impute(images: torch.Tensor, keep: torch.Tensor, fill: str = "mean", size: int = 7) -> torch.Tensor:
+    """images (N,C,H,W) normalized, keep (N,1,H,W) bool -> a new tensor with the other pixels replaced: "mean"
+    by 0 (the data set's mean colour, after normalization), "blur" by the average of the kept pixels in a
+    size x size window around each (the mean where none is kept)."""
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
+    keep = keep.to(images.dtype)
+    if fill == "mean":
+        return images * keep
+    kernel = torch.ones(1, 1, size, size, dtype=images.dtype, device=images.device)
+    n, c, h, w = images.shape
+    summed = F.conv2d((images * keep).reshape(n * c, 1, h, w), kernel, padding=size // 2).reshape(n, c, h, w)
+    count = F.conv2d(keep, kernel, padding=size // 2)
+    filled = torch.where(count > 0, summed / count.clamp_min(1), torch.zeros_like(summed))
+    return images * keep + filled * (1 - keep)
+
+
+@torch.no_grad()
+def deletion_curves(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, cams: torch.Tensor,
+                    steps: int = 20, fill: str = "mean", generator: torch.Generator | None = None,
+                    batch_size: int = 256) -> DeletionCurves:
+    """Deletion curves of `cams` (N,H,W) for `images` (N,C,H,W) normalized and `classes` (N,), at steps + 1
+    erased shares 0, 1/steps, ..., 1, in eval mode (the model's mode is restored). Random order: one random
+    permutation of the pixels per image, drawn from `generator`."""
+    n, _, h, w = images.shape
+    if cams.shape != (n, h, w) or classes.shape != (n,):
+        raise ValueError(f"need cams (N,H,W) and classes (N,) for images {tuple(images.shape)}, got "
+                         f"{tuple(cams.shape)} and {tuple(classes.shape)}")
+    device = next(model.parameters()).device
+    images, classes = images.to(device).float(), classes.to(device).long()
+    fractions = torch.linspace(0, 1, steps + 1)
+    by_cam = cams.to(device).flatten(1).argsort(dim=1, descending=True, stable=True)
+    by_chance = torch.stack([torch.randperm(h * w, generator=generator) for _ in range(n)]).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        curves = []
+        for order in (by_cam, by_chance):
+            rank = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=device).expand(n, -1))
+            probs = torch.empty(n, steps + 1)
+            for j, share in enumerate(fractions.tolist()):
+                keep = (rank >= round(share * h * w)).view(n, 1, h, w)  # the first round(share*HW) in order go
+                erased = impute(images, keep, fill)
+                for i in range(0, n, batch_size):
+                    p = model(erased[i:i + batch_size]).float().softmax(1)
+                    probs[i:i + batch_size, j] = p.gather(1, classes[i:i + batch_size, None])[:, 0].cpu()
+            curves.append(probs)
+    finally:
+        model.train(was_training)
+    return DeletionCurves(fractions, *curves)
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of a 1-D array, ties sharing the mean of their ranks (as Spearman's correlation needs)."""
+    order = np.argsort(x, kind="stable")
+    ordered = x[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1], True])
+    counts = np.diff(starts)
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(starts[:-1] + (counts - 1) / 2, counts)
+    return ranks
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,...) and (N,...) -> (N,) Spearman rank correlation of each pair of maps over their pixels; NaN where a
+    map is constant (its ranks say nothing)."""
+    out = []
+    for x, y in zip(a.flatten(1).cpu().numpy(), b.flatten(1).cpu().numpy()):
+        rx, ry = average_ranks(x), average_ranks(y)
+        rx, ry = rx - rx.mean(), ry - ry.mean()
+        denominator = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
+        out.append((rx * ry).sum() / denominator if denominator > 0 else np.nan)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def reinitialised(model: nn.Module, seed: int = 12345) -> nn.Module:
+    """A copy of `model` with every parameter drawn afresh by its layer's own initialiser (the full "cascading"
+    randomisation of Adebayo et al.); BatchNorm statistics reset too. The model itself is untouched. The seed is
+    one of its own, so that the copy differs from a model that was initialised with a small seed."""
+    fresh = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in fresh.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            if hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+    return fresh
+
+
+def randomisation_check(model: nn.Module, layer: str, images: torch.Tensor, classes: torch.Tensor,
+                        cam_class: type[BaseCAM] = GradCAM, seed: int = 12345) -> torch.Tensor:
+    """(N,) Spearman correlation, image by image, between the CAM of `model` at `layer` (a submodule name such as
+    "layer4.1") and the CAM of its re-initialised copy, for `classes` (N,). High: the heatmap ignores training."""
+    trained = cam_class(model, model.get_submodule(layer))(images, classes)
+    fresh = reinitialised(model, seed).to(next(model.parameters()).device)
+    return rank_correlation(trained, cam_class(fresh, fresh.get_submodule(layer))(images, classes))
+
+
+@dataclass
+class LayerFaithfulness:
+    """One CAM layer's checks over a set of test images: deletion curves for the predicted class, the mean gap,
+    the same for random heatmaps (the control, about 0), and the median rank correlation with a re-initialised
+    model's CAM (the sanity check; lower is better)."""
+
+    layer: str
+    map_size: int
+    curves: DeletionCurves
+    deletion_gap: float
+    random_cam_gap: float
+    randomised_correlation: float
+
+
+def measure_layers(model: nn.Module, images: torch.Tensor, layers: tuple[str, ...] = ("layer4.1", "layer3.1",
+                   "layer2.1"), steps: int = 20, fill: str = "mean", seed: int = 0) -> list[LayerFaithfulness]:
+    """GradCAM faithfulness at each of `layers` for `images` (N,3,H,W) normalized, explaining the class the model
+    predicts; the same random erasing order and the same random heatmaps for every layer."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        predicted = model(images.to(device).float()).argmax(1).cpu()
+    model.train(was_training)
+    noise = torch.rand(images.shape[0], *images.shape[-2:], generator=torch.Generator().manual_seed(seed + 1))
+    control = deletion_curves(model, images, predicted, noise, steps, fill, torch.Generator().manual_seed(seed))
+    results = []
+    for layer in layers:
+        target = model.get_submodule(layer)
+        sizes = []
+        handle = target.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1]))
+        cams = GradCAM(model, target)(images, predicted)
+        handle.remove()
+        curves = deletion_curves(model, images, predicted, cams, steps, fill, torch.Generator().manual_seed(seed))
+        correlations = randomisation_check(model, layer, images, predicted)
+        defined = correlations[~correlations.isnan()]  # a constant heatmap has no ranking
+        results.append(LayerFaithfulness(
+            layer, sizes[0], curves, curves.deletion_gap.mean().item(), control.deletion_gap.mean().item(),
+            defined.median().item() if len(defined) else float("nan")))
+    return results
+
+
+def faithfulness_markdown(results: list[LayerFaithfulness]) -> str:
+    """The per-layer table: map size, deletion gap (higher: more faithful), the random-heatmap control, and the
+    correlation with a re-initialised model's heatmap (lower: more dependent on training)."""
+    return markdown_table(
+        ("layer", "map", "deletion gap", "random heatmap gap", "rank correlation with re-initialised model"),
+        [(r.layer, f"{r.map_size}x{r.map_size}", f"{r.deletion_gap:.3f}", f"{r.random_cam_gap:.3f}",
+          f"{r.randomised_correlation:.2f}") for r in results])

@@ -1,0 +1,115 @@
+"""Heatmap checks with known answers: a model that looks at one quadrant only, random heatmaps, exact ranks."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from PyTorch_Vision.faithfulness import (average_ranks, deletion_curves, impute, randomisation_check,
+                                         rank_correlation, reinitialised)
+from PyTorch_Vision.gradcam import GradCAM
+
+
+class QuadrantNet(nn.Module):
+    """Class 0's logit is the mean of a 1x1 convolution's (ReLU) features over the top-left quadrant, class 1's
+    its negative: nothing outside that quadrant matters, and a zero (mean-colour) image is a 50:50 call."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.ReLU())
+        mask = torch.zeros(1, 1, 32, 32)
+        mask[..., :16, :16] = 1
+        self.register_buffer("mask", mask)
+        self.masked = nn.Identity()  # the GradCAM target: the features as the decision sees them
+        self.linear = nn.Linear(4, 2, bias=False)
+        with torch.no_grad():
+            self.features[0].weight.fill_(0.5)
+            self.linear.weight.copy_(torch.tensor([[1.0] * 4, [-1.0] * 4]))
+
+    def forward(self, x):
+        return self.linear(self.masked(self.features(x) * self.mask).mean((2, 3)) * 8)
+
+
+def test_a_model_that_looks_at_one_quadrant_gets_its_cam_there_and_a_curve_that_falls_at_once():
+    torch.manual_seed(0)
+    model = QuadrantNet()
+    images = torch.rand(8, 3, 32, 32) + 0.5
+    classes = torch.zeros(8, dtype=torch.long)
+    cams = GradCAM(model, model.masked)(images, classes)
+    assert cams[:, :16, :16].sum() == pytest.approx(cams.sum().item()) and (cams[:, :16, :16] > 0).all()
+    curves = deletion_curves(model, images, classes, cams, steps=8, generator=torch.Generator().manual_seed(0))
+    assert curves.fractions.tolist() == pytest.approx([i / 8 for i in range(9)])
+    assert (curves.cam[:, 0] > 0.95).all(), "the untouched images are class 0"
+    torch.testing.assert_close(curves.cam[:, 2:], torch.full((8, 7), 0.5))  # quadrant (1/4 of pixels) gone at 2/8
+    assert (curves.random[:, 2] > 0.6).all(), "random erasing of a quarter leaves most of the quadrant"
+    assert (curves.deletion_gap > 0.1).all()
+
+
+def test_random_heatmaps_score_about_zero_against_random_deletion():
+    torch.manual_seed(0)
+    model = QuadrantNet()
+    images, classes = torch.rand(200, 3, 32, 32) + 0.5, torch.zeros(200, dtype=torch.long)
+    noise = torch.rand(200, 32, 32, generator=torch.Generator().manual_seed(1))
+    gap = deletion_curves(model, images, classes, noise, steps=10, generator=torch.Generator().manual_seed(2))
+    assert abs(gap.deletion_gap.mean().item()) < 0.01 and gap.deletion_gap.std().item() > 0.001
+
+
+def test_impute_keeps_kept_pixels_and_fills_the_rest():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    keep = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+    keep[:, :, 1, 1] = False
+    mean = impute(images, keep, "mean")
+    assert mean[:, :, 1, 1].eq(0).all() and torch.equal(mean * keep, images * keep)
+    blur = impute(images, keep, "blur", size=3)
+    neighbours = (images[0, 0, :3, :3].sum() - images[0, 0, 1, 1]) / 8
+    torch.testing.assert_close(blur[0, 0, 1, 1], neighbours, rtol=0, atol=1e-5)  # the 8 kept neighbours' mean
+    assert torch.equal(blur * keep, images * keep) and torch.equal(images, torch.arange(96.).view(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="fill must be one of mean, blur"):
+        impute(images, keep, "zero")
+
+
+def test_ranks_and_rank_correlation_have_exact_known_values():
+    assert average_ranks(np.array([3.0, 1.0, 2.0, 2.0])).tolist() == [3.0, 0.0, 1.5, 1.5]
+    a = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0]])
+    b = torch.tensor([[10.0, 20.0, 30.0, 40.0], [1.0, 2.0, 3.0, 4.0]])
+    r = rank_correlation(a, b)
+    assert r[0] == pytest.approx(1.0) and torch.isnan(r[1]), "a constant map has no ranking"
+    assert rank_correlation(a[:1], -b[:1])[0] == pytest.approx(-1.0)
+    x, y = torch.tensor([[1.0, 2.0, 2.0, 5.0, 3.0]]), torch.tensor([[2.0, 1.0, 4.0, 3.0, 3.0]])
+    # Spearman with ties = Pearson of average ranks: ranks x [0, 1.5, 1.5, 4, 3], y [1, 0, 4, 2.5, 2.5]
+    rx, ry = np.array([0, 1.5, 1.5, 4, 3]), np.array([1, 0, 4, 2.5, 2.5])
+    assert rank_correlation(x, y)[0] == pytest.approx(np.corrcoef(rx, ry)[0, 1])
+
+
+def test_the_randomisation_check_compares_with_a_fresh_copy_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = QuadrantNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh = reinitialised(model, seed=3)
+    assert not torch.equal(fresh.features[0].weight, model.features[0].weight)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    images, classes = torch.rand(4, 3, 32, 32) + 0.5, torch.zeros(4, dtype=torch.long)
+    cam = GradCAM(model, model.masked)
+    same = rank_correlation(cam(images, classes), cam(images, classes))
+    assert torch.allclose(same, torch.ones(4, dtype=torch.float64))
+    r = randomisation_check(model, "masked", images, classes, seed=3)
+    assert r.shape == (4,) and ((r >= -1) & (r <= 1) | torch.isnan(r)).all()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_measure_layers_ranks_layers_and_draws_the_curves(tmp_path):
+    from PyTorch_Vision.faithfulness import faithfulness_markdown, measure_layers
+    from PyTorch_Vision.models import ResNet18
+    from PyTorch_Vision.utils import plot_deletion_curves
+
+    torch.manual_seed(0)
+    model = ResNet18().eval()
+    images = torch.randn(4, 3, 32, 32)
+    results = measure_layers(model, images, ("layer4.1", "layer3.1"), steps=4)
+    assert [(r.layer, r.map_size) for r in results] == [("layer4.1", 4), ("layer3.1", 8)]
+    assert all(-1 <= r.deletion_gap <= 1 and r.curves.cam.shape == (4, 5) for r in results)
+    assert results[0].random_cam_gap == results[1].random_cam_gap, "one control for all layers"
+    table = faithfulness_markdown(results)
+    assert "| layer4.1 | 4x4 |" in table and "| layer3.1 | 8x8 |" in table
+    fig = plot_deletion_curves(results, tmp_path / "deletion.png")
+    assert len(fig.axes[0].lines) == 3 and (tmp_path / "deletion.png").stat().st_size > 0
+    assert not model.training
