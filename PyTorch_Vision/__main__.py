@@ -15,7 +15,8 @@ from .lr_finder import lr_find
 from .models import ResNet18, summary
 from .precision import PRECISIONS, choose_precision
 from .report import make_report
-from .settings import positive_float, positive_int
+from .settings import positive_float, positive_int, share
+from .transforms import PADDINGS
 from .train import TrainConfig, fit
 from .utils import device_name, plot_lr_find, resolve_device, seed_everything
 
@@ -41,9 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_checked(positive_int), default=defaults.batch_size)
     t.add_argument("--max-lr", type=_checked(positive_float), default=defaults.max_lr)
     t.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    t.add_argument("--pct-start", type=_checked(share), default=defaults.pct_start,
+                   help="share of the steps spent warming up to --max-lr")
+    t.add_argument("--anneal", choices=("cos", "linear"), default=defaults.anneal,
+                   help="shape of the warm-up and the annealing (OneCycle's anneal_strategy)")
     t.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     t.add_argument("--no-flip", action="store_true", help="plain RandomCrop + CutOut, no horizontal flip")
     t.add_argument("--no-cutout", action="store_true", help="no CutOut hole (an ablation, not the recipe)")
+    t.add_argument("--cutout-p", type=_checked(share), default=defaults.cutout_p,
+                   help="share of the images that get the hole (default 1: every image)")
+    t.add_argument("--cutout-anywhere", action="store_true",
+                   help="hole centre anywhere in the image, clipped at the border (DeVries & Taylor's Cutout)")
+    t.add_argument("--ema", type=_checked(share), default=defaults.ema,
+                   help="evaluate an exponential moving average of the weights with this decay per step "
+                        "(e.g. 0.999; default 0: the weights themselves)")
+    t.add_argument("--padding", choices=PADDINGS, default=defaults.padding,
+                   help="the crop's 4-px border: the mean colour (default) or the image reflected")
     t.add_argument("--seed", type=int, default=defaults.seed)
     t.add_argument("--limit-train", type=_checked(positive_int), default=None,
                    help="use a fixed subset of N train images")
@@ -108,9 +122,10 @@ def train(args: argparse.Namespace) -> None:
         raise CheckpointError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it or choose "
                               "another --out: nothing was overwritten")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_lr=args.max_lr,
-                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                         flip=not args.no_flip, cutout=not args.no_cutout, seed=args.seed, compile=args.compile,
-                         precision=args.precision)
+                         weight_decay=args.weight_decay, pct_start=args.pct_start, anneal=args.anneal, label_smoothing=args.label_smoothing,
+                         flip=not args.no_flip, cutout=not args.no_cutout, cutout_p=args.cutout_p,
+                         cutout_anywhere=args.cutout_anywhere, padding=args.padding, ema=args.ema, seed=args.seed,
+                         compile=args.compile, precision=args.precision)
     device = resolve_device(args.device)
     precision = choose_precision(device, config.precision)  # refuses bf16 on a GPU without it before loading data
     data = load_cifar10(args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from .transforms import batch_normalize, batch_train_augment, test_transforms, train_transforms
+from .transforms import Augmentation, batch_normalize, batch_train_augment, test_transforms, train_transforms
 from .utils import usable_cores
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -255,10 +255,10 @@ class DeviceBatches:
     normalized there in a few tensor ops (or only normalized, for evaluation)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, train: bool,
-                 mean, std, device: torch.device, flip: bool = True, seed: int = 0, cutout: bool = True):
+                 mean, std, device: torch.device, augmentation: Augmentation = Augmentation(), seed: int = 0):
         self.images = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(labels).to(device)
-        self.batch_size, self.train, self.flip, self.cutout = batch_size, train, flip, cutout
+        self.batch_size, self.train, self.augmentation = batch_size, train, augmentation
         self.mean, self.std, self.device, self.seed = tuple(mean), tuple(std), device, seed
         self.generator = torch.Generator(device=device)
         self.set_epoch(0)
@@ -278,23 +278,27 @@ class DeviceBatches:
                 idx = order[idx]
             images, labels = self.images[idx], self.labels[idx]
             if self.train:
-                yield batch_train_augment(images, self.mean, self.std, self.flip, self.generator, self.cutout), labels
+                yield batch_train_augment(images, self.mean, self.std, generator=self.generator,
+                                          **asdict(self.augmentation)), labels
             else:
                 yield batch_normalize(images, self.mean, self.std), labels
 
 
-def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device, flip: bool = True, seed: int = 0,
-                 on_device: bool | None = None, num_workers: int | None = None, cutout: bool = True):
-    """(train, test) batch sources. `on_device` (default: on CUDA) holds the data on the device and augments
-    whole batches there; otherwise a DataLoader runs the albumentations pipelines."""
+def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
+                 augmentation: Augmentation = Augmentation(), seed: int = 0, on_device: bool | None = None,
+                 num_workers: int | None = None):
+    """(train, test) batch sources, training batches augmented by `augmentation`. `on_device` (default: on CUDA)
+    holds the data on the device and augments whole batches there; otherwise a DataLoader runs the
+    albumentations pipelines."""
     device = torch.device(device)
     if on_device is None:
         on_device = device.type == "cuda"
     if on_device:
         return (DeviceBatches(data.train_images, data.train_labels, batch_size, True, data.mean, data.std,
-                              device, flip, seed, cutout),
+                              device, augmentation, seed),
                 DeviceBatches(data.test_images, data.test_labels, batch_size, False, data.mean, data.std, device))
-    return (LoaderBatches(data.train_images, data.train_labels, train_transforms(data.mean, data.std, flip, cutout),
+    return (LoaderBatches(data.train_images, data.train_labels,
+                          train_transforms(data.mean, data.std, **asdict(augmentation)),
                           batch_size, True, device, seed, num_workers),
             LoaderBatches(data.test_images, data.test_labels, test_transforms(data.mean, data.std),
                           batch_size, False, device, seed, num_workers))

@@ -36,6 +36,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """A share of a whole: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"must be a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise ValueError(f"must be a number from 0 to 1, got {text!r}")
+    return value
+
+
 def whole_number(text: str) -> int:
     try:
         return int(text)

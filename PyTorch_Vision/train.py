@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, atomic_write, check_resumable, load_checkpoint, save_checkpoint
@@ -24,6 +25,7 @@ from .data import CIFAR10Data, make_batches
 from .evaluation import FP32, predict
 from .history import History
 from .precision import PRECISIONS, Precision, choose_precision
+from .transforms import Augmentation
 from .utils import default_device, progress_bar
 
 
@@ -39,10 +41,15 @@ class TrainConfig:
     weight_decay: float = 5e-4      # not applied to BatchNorm weights or biases
     label_smoothing: float = 0.1
     pct_start: float = 0.25         # share of the steps spent warming up to max_lr
+    anneal: str = "cos"             # the LR's shape in both phases: "cos" or "linear"
     div_factor: float = 25.0        # initial lr = max_lr / div_factor
     final_div_factor: float = 1e4   # final lr = initial lr / final_div_factor
     flip: bool = True
     cutout: bool = True             # the 16x16 CutOut hole; off only for ablations
+    cutout_p: float = 1.0           # share of the images that get the hole
+    cutout_anywhere: bool = False   # hole centre anywhere, clipped at the border (DeVries & Taylor); else inside
+    padding: str = "mean"           # the crop's 4-px border: "mean" colour or "reflect"
+    ema: float = 0.0                # decay per step of an average of the weights used for evaluation; 0: none
     seed: int = 0
     precision: str = "auto"         # "auto" (what the hardware runs natively), "bf16", "fp16" or "fp32"
     channels_last: bool = True
@@ -58,11 +65,20 @@ class TrainConfig:
             raise ValueError(f"max_lr must be a positive number, got {self.max_lr!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        self.augmentation()  # checks cutout_p and padding
+        if self.anneal not in ("cos", "linear"):
+            raise ValueError(f"anneal must be 'cos' or 'linear', got {self.anneal!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema is a decay per step in [0, 1) (0: no average), got {self.ema!r}")
         if not 0 <= self.base_momentum <= self.max_momentum < 1:
             raise ValueError(f"need 0 <= base_momentum <= max_momentum < 1, got {self.base_momentum}, "
                              f"{self.max_momentum}")
         if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or not 0 < self.pct_start < 1:
             raise ValueError("weight_decay must be >= 0, label_smoothing in [0, 1), pct_start in (0, 1)")
+
+    def augmentation(self) -> Augmentation:
+        """The training augmentation this config asks for."""
+        return Augmentation(self.flip, self.cutout, self.cutout_p, self.cutout_anywhere, self.padding)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -83,7 +99,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     pct_start = min(max(config.pct_start, 2 / total), 1 - 1 / total)  # both phases at least one step long
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.max_lr, total_steps=total, pct_start=pct_start, div_factor=config.div_factor,
-        final_div_factor=config.final_div_factor, base_momentum=config.base_momentum,
+        final_div_factor=config.final_div_factor, anneal_strategy=config.anneal, base_momentum=config.base_momentum,
         max_momentum=config.max_momentum)
 
 
@@ -141,7 +157,8 @@ class EpochProgress:
 
 
 def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: EpochProgress, save=None,
-                 save_every_s: float = math.inf, check_every: int = 1, stop=lambda: False) -> EpochProgress:
+                 save_every_s: float = math.inf, check_every: int = 1, stop=lambda: False,
+                 ema: AveragedModel | None = None) -> EpochProgress:
     """Train on `batches` from batch `progress.batches` on (earlier ones are drawn and skipped, which replays the
     augmentation's random stream); calls `save(progress)` every `save_every_s` seconds while the loss is finite.
     Raises FloatingPointError when the loss sum is not finite, looking every `check_every` batches (a look
@@ -155,6 +172,8 @@ def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: Epoc
         bar.update(p.batches)
     for x, y in itertools.islice(batches, p.batches, None):
         loss, logits, skipped = step(x, y)
+        if ema is not None:
+            ema.update_parameters(model)
         lr = optimizer.param_groups[0]["lr"]
         # The schedule follows the batch count, skipped steps included, so a run ends on its planned LR; a step
         # GradScaler skipped loses one update, as in PyTorch's AMP recipe (and torch warns about exactly that).
@@ -208,8 +227,8 @@ def prepare(model: nn.Module, data: CIFAR10Data, config: TrainConfig, device: to
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    train_batches, test_batches = make_batches(data, batch_size or config.batch_size, device, config.flip,
-                                               config.seed, config.on_device_data, cutout=config.cutout)
+    train_batches, test_batches = make_batches(data, batch_size or config.batch_size, device, config.augmentation(),
+                                               config.seed, config.on_device_data)
     optimizer = make_optimizer(model, config)
     scaler = precision.grad_scaler()
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -231,7 +250,8 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     With `out_dir`, writes history.json and checkpoint.pt there after every epoch, and checkpoint.pt also every
     `checkpoint_seconds` within an epoch (atomically); with `resume`, continues from the checkpoint to the same
     result as an uninterrupted run. `progress`: "bar" (a bar per epoch and a line per epoch), "epoch" (the line
-    only) or "none".
+    only) or "none". With `config.ema`, every evaluation uses the weights' moving average, and `model` ends
+    holding it.
     """
     if progress not in ("bar", "epoch", "none"):
         raise ValueError(f"progress must be 'bar', 'epoch' or 'none', got {progress!r}")
@@ -249,6 +269,9 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
 
     s = prepare(model, data, config, device)
     optimizer, scaler, train_batches = s.optimizer, s.scaler, s.train_batches
+    # the weights' exponential moving average (BatchNorm statistics included), which evaluation then uses
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) \
+        if config.ema else None
     scheduler = make_scheduler(optimizer, config, len(train_batches))
 
     history, partial = History(), None
@@ -264,6 +287,8 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         history = History.from_dict(ckpt["history"])
         partial = EpochProgress(**ckpt["partial"]) if ckpt.get("partial") else None
         if progress != "none":
@@ -284,6 +309,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None, "history": history.to_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
             "config": asdict(config), "data": data.fingerprint(),
             "partial": asdict(partial) if partial is not None else None})
 
@@ -306,7 +332,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
                 done = _train_epoch(model, train_batches, s.step, optimizer, scheduler, bar,
                                     partial if partial and partial.epoch == epoch else EpochProgress(epoch),
                                     save_partial if out is not None else None, checkpoint_seconds, check_every,
-                                    stop_asked)
+                                    stop_asked, ema)
             except FloatingPointError as e:
                 raise diverged(str(e)) from None
             finally:
@@ -326,7 +352,8 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
             if not math.isfinite(train_loss):
                 raise diverged(f"training loss became {train_loss}")
             start = time.perf_counter()
-            test = predict(model, s.test_batches, s.precision, config.channels_last, s.criterion, keep_images=False)
+            test = predict(ema.module if ema is not None else model, s.test_batches, s.precision,
+                           config.channels_last, s.criterion, keep_images=False)
             history.append(epoch=epoch, train_loss=train_loss, train_acc=100 * done.correct / done.seen,
                            test_loss=test.loss, test_acc=test.accuracy, lr=done.lr,
                            epoch_seconds=done.seconds + time.perf_counter() - start, skipped_steps=done.skipped)
@@ -336,6 +363,8 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
                 save_state()
                 history.save(out / "history.json")
                 kept = f"epoch {epoch}"
+    if ema is not None:  # the model handed back is the one every evaluation measured
+        model.load_state_dict(ema.module.state_dict())
     return history
 
 

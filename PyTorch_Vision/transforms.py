@@ -2,11 +2,14 @@
 same distribution on whole batches of tensors (the device path: no per-image work, no workers).
 
 Recipe: pad 4 px with the mean colour, random 32x32 crop (all 81 offsets), horizontal flip,
-one 16x16 CutOut hole (DeVries & Taylor, 2017) filled with the mean colour, normalize.
+one 16x16 CutOut hole (DeVries & Taylor, 2017) filled with the mean colour, normalize. Variants for the recipe
+search (`Augmentation`): the hole in a share of the images only, the hole's centre anywhere in the image with
+the hole clipped at the border (as DeVries & Taylor's code does), reflected instead of mean-coloured padding.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI on import otherwise
@@ -14,10 +17,53 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks 
 import albumentations as A
 import cv2
 import torch
+import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
 
 PAD = 4
 HOLE = 16
+PADDINGS = ("mean", "reflect")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The training augmentation's switches; the defaults are the recipe."""
+
+    flip: bool = True
+    cutout: bool = True            # the 16x16 hole at all; off only for ablations
+    cutout_p: float = 1.0          # share of the images that get the hole
+    cutout_anywhere: bool = False  # hole centre anywhere, clipped at the border (DeVries & Taylor); else inside
+    padding: str = "mean"          # the crop's 4-px border: the mean colour, or the image reflected
+
+    def __post_init__(self):
+        if not 0 <= self.cutout_p <= 1:
+            raise ValueError(f"cutout_p is a share of the images, in [0, 1]; got {self.cutout_p!r}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
+
+
+class CutOutAnywhere(A.ImageOnlyTransform):
+    """One size x size hole whose centre is uniform over the image, clipped at the border: DeVries & Taylor's
+    Cutout (2017, their code's `Cutout` class). albumentations' CoarseDropout keeps holes wholly inside."""
+
+    def __init__(self, size: int = HOLE, fill: Sequence[int] = (0, 0, 0), p: float = 1.0):
+        super().__init__(p=p)
+        self.size, self.fill = size, tuple(fill)
+
+    def get_params_dependent_on_data(self, params, data):
+        h, w = params["shape"][:2]
+        cy, cx = self.py_random.randrange(h), self.py_random.randrange(w)
+        half = self.size // 2
+        return {"box": (max(cy - half, 0), min(cy + half, h), max(cx - half, 0), min(cx + half, w))}
+
+    def apply(self, img, box, **params):
+        y0, y1, x0, x1 = box
+        out = img.copy()
+        out[y0:y1, x0:x1] = self.fill
+        return out
+
+    def get_transform_init_args_names(self):
+        return ("size", "fill")
 
 
 def mean_colour(mean: Sequence[float]) -> tuple[int, ...]:
@@ -32,21 +78,23 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
         raise ValueError(f"mean/std are per-channel values in 0..1 (albumentations' convention), got {mean}, {std}")
 
 
-def train_transforms(mean: Sequence[float], std: Sequence[float], flip: bool = True,
-                     cutout: bool = True) -> A.Compose:
-    """Pad+crop, optional flip, one 16x16 CutOut (switchable for ablations), normalize: HxWx3 uint8 `image=`
+def train_transforms(mean: Sequence[float], std: Sequence[float], flip: bool = True, cutout: bool = True,
+                     cutout_p: float = 1.0, cutout_anywhere: bool = False, padding: str = "mean") -> A.Compose:
+    """Pad+crop, optional flip, one 16x16 CutOut (variants: see `Augmentation`), normalize: HxWx3 uint8 `image=`
     -> 3x32x32 float tensor."""
     _check_stats(mean, std)
+    Augmentation(flip, cutout, cutout_p, cutout_anywhere, padding)  # checks the values
     fill = mean_colour(mean)
-    steps = [
-        A.Pad(padding=PAD, fill=fill, border_mode=cv2.BORDER_CONSTANT),
-        A.RandomCrop(height=32, width=32),
-    ]
+    border = {"border_mode": cv2.BORDER_REFLECT_101} if padding == "reflect" else \
+        {"border_mode": cv2.BORDER_CONSTANT, "fill": fill}
+    steps = [A.Pad(padding=PAD, **border), A.RandomCrop(height=32, width=32)]
     if flip:
         steps.append(A.HorizontalFlip(p=0.5))
-    if cutout:
+    if cutout and cutout_anywhere:
+        steps.append(CutOutAnywhere(HOLE, fill, p=cutout_p))
+    elif cutout:
         steps.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(HOLE, HOLE),
-                                     hole_width_range=(HOLE, HOLE), fill=fill, p=1.0))
+                                     hole_width_range=(HOLE, HOLE), fill=fill, p=cutout_p))
     steps += [
         A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
         ToTensorV2(),
@@ -63,13 +111,17 @@ def test_transforms(mean: Sequence[float], std: Sequence[float]) -> A.Compose:
 
 # ---- the same augmentations on whole batches: (N,3,H,W) uint8 tensors on any device ----
 
-def batch_crop(images: torch.Tensor, fill: Sequence[int], padding: int = PAD,
+def batch_crop(images: torch.Tensor, fill: Sequence[int] | None, padding: int = PAD,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pad each image by `padding` with `fill` and cut a random HxW window: every offset equally likely."""
+    """Pad each image by `padding` with `fill` (None: the image reflected at its edges, as cv2's
+    BORDER_REFLECT_101) and cut a random HxW window: every offset equally likely."""
     n, c, h, w = images.shape
-    padded = images.new_empty(n, c, h + 2 * padding, w + 2 * padding)
-    padded[:] = torch.tensor(fill, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
-    padded[:, :, padding:padding + h, padding:padding + w] = images
+    if fill is None:
+        padded = F.pad(images, (padding,) * 4, mode="reflect")
+    else:
+        padded = images.new_empty(n, c, h + 2 * padding, w + 2 * padding)
+        padded[:] = torch.tensor(fill, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
+        padded[:, :, padding:padding + h, padding:padding + w] = images
     dy = torch.randint(0, 2 * padding + 1, (n,), device=images.device, generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (n,), device=images.device, generator=generator)
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
@@ -85,14 +137,21 @@ def batch_flip_lr(images: torch.Tensor, generator: torch.Generator | None = None
 
 
 def batch_cutout(images: torch.Tensor, fill: Sequence[int], size: int = HOLE,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fill one size x size square per image, placed uniformly so it lies wholly inside, with `fill`."""
+                 generator: torch.Generator | None = None, p: float = 1.0, anywhere: bool = False) -> torch.Tensor:
+    """Fill one size x size square with `fill` in a share `p` of the images; the square lies wholly inside, placed
+    uniformly, or (anywhere) has its centre uniform over the image and is clipped at the border."""
     n, c, h, w = images.shape
-    y0 = torch.randint(0, h - size + 1, (n, 1, 1, 1), device=images.device, generator=generator)
-    x0 = torch.randint(0, w - size + 1, (n, 1, 1, 1), device=images.device, generator=generator)
+    if anywhere:
+        y0 = torch.randint(0, h, (n, 1, 1, 1), device=images.device, generator=generator) - size // 2
+        x0 = torch.randint(0, w, (n, 1, 1, 1), device=images.device, generator=generator) - size // 2
+    else:
+        y0 = torch.randint(0, h - size + 1, (n, 1, 1, 1), device=images.device, generator=generator)
+        x0 = torch.randint(0, w - size + 1, (n, 1, 1, 1), device=images.device, generator=generator)
     ys = torch.arange(h, device=images.device).view(1, 1, h, 1)
     xs = torch.arange(w, device=images.device).view(1, 1, 1, w)
     hole = (ys >= y0) & (ys < y0 + size) & (xs >= x0) & (xs < x0 + size)
+    if p < 1:
+        hole &= (torch.rand(n, device=images.device, generator=generator) < p).view(n, 1, 1, 1)
     colour = torch.tensor(fill, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
     return torch.where(hole, colour, images)
 
@@ -105,12 +164,14 @@ def batch_normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
 
 
 def batch_train_augment(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], flip: bool = True,
-                        generator: torch.Generator | None = None, cutout: bool = True) -> torch.Tensor:
+                        generator: torch.Generator | None = None, cutout: bool = True, cutout_p: float = 1.0,
+                        cutout_anywhere: bool = False, padding: str = "mean") -> torch.Tensor:
     """The whole train_transforms recipe on a uint8 (N,3,32,32) batch -> normalized float (N,3,32,32)."""
+    Augmentation(flip, cutout, cutout_p, cutout_anywhere, padding)  # checks the values
     fill = mean_colour(mean)
-    images = batch_crop(images, fill, generator=generator)
+    images = batch_crop(images, None if padding == "reflect" else fill, generator=generator)
     if flip:
         images = batch_flip_lr(images, generator=generator)
     if cutout:
-        images = batch_cutout(images, fill, generator=generator)
+        images = batch_cutout(images, fill, generator=generator, p=cutout_p, anywhere=cutout_anywhere)
     return batch_normalize(images, mean, std)

@@ -6,6 +6,8 @@
 #       fp16     (Colab's T4 path forced on this GPU: --precision fp16, seeds 0-2; then seed 0 in bf16 beside it)
 #       calibration (airbench94 x 10 seeds and airbench96 x 3 on the copy: benchmarks/calibration.py; ~4 min on an H100)
 #       faithfulness (GradCAM checks per layer on 1,000 test images of the notebook run: run after `notebook`)
+#       recipes1, recipes2 (the variants of benchmarks/recipe_sweep.txt, seeds 0-2 each, one run at a time:
+#                 the first four lines, then the rest; ~6 min each on an H100)
 #       seeds    (seeds 1 and 2 through the CLI, one after the other)
 #       lrfind   (100-step LR range test)
 #       bench    (benchmarks/benchmark.py with all cores, then limited to 2 cores)
@@ -56,6 +58,17 @@ faithfulness() {
     python3 benchmarks/faithfulness.py --checkpoint "$out/run_nb/checkpoint.pt" --data-dir "$data" \
         --out "$out/faithfulness"
 }
+recipes() {  # recipes FIRST LAST: the lines FIRST..LAST of benchmarks/recipe_sweep.txt, 3 seeds each
+    sed -n "$1,$2p" benchmarks/recipe_sweep.txt | while read -r name args; do
+        for s in 0 1 2; do
+            python3 -m PyTorch_Vision train --data-dir "$data" --seed $s --out "$out/recipes/${name}_seed$s" \
+                --progress epoch $args > "$out/recipes_${name}_seed$s.log" 2>&1 < /dev/null
+            echo "$name seed $s: $(grep 'final test accuracy' "$out/recipes_${name}_seed$s.log")"
+        done
+    done
+}
+recipes1() { recipes 1 4; }
+recipes2() { recipes 5 8; }
 lrfind() { python3 -m PyTorch_Vision lr-find --data-dir "$data" --out "$out/lr_find"; }
 bench() {
     python3 benchmarks/benchmark.py --steps 50 --warmup 5 --data-dir "$data"

@@ -96,6 +96,9 @@ OPTIONS = {  # option: (values a user may mean, values that must be refused or f
     "--checkpoint-minutes": (["0.001", "10"], ["0", "-5"]),
     "--seed": (["0", "-3"], ["seven"]),
     "--progress": (["none", "epoch", "bar"], ["loud"]),
+    "--cutout-p": (["0.5", "1"], ["2", "-0.1", "x"]),
+    "--padding": (["mean", "reflect"], ["zero"]),
+    "--ema": (["0.9", "0"], ["1", "1.5"]),
 }
 OUTS = ["fresh", "fresh", "existing file", "finished run"]
 

@@ -6,9 +6,10 @@ import torch
 
 from conftest import TinyNet
 from PyTorch_Vision.checkpoint import CheckpointError, load_checkpoint
-from PyTorch_Vision.data import make_data
+from PyTorch_Vision.data import make_batches, make_data
 from PyTorch_Vision.history import HISTORY_KEYS, History
 from PyTorch_Vision.train import TrainConfig, fit, make_optimizer
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 CONFIG = TrainConfig(epochs=4, batch_size=32, max_lr=0.05, seed=0)
 
@@ -212,3 +213,41 @@ def test_lr_range_test_finds_a_sensible_rate_and_restores_the_model(tiny_data):
     assert len(result.lrs) < 60 or result.losses[-1] > min(result.losses), "a too-high rate must make it diverge"
     assert 1e-3 < result.suggestion() < 10
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_ema_evaluates_the_moving_average_and_hands_it_back(tiny_data, monkeypatch):
+    """Replays the average by hand from the weights after every optimizer step: the model fit returns holds
+    it, BatchNorm statistics included."""
+    decay = 0.8
+    model = tiny_model()
+    snapshots = []
+    handle = register_optimizer_step_post_hook(
+        lambda opt, args, kwargs: snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()}))
+    try:
+        h = fit(model, tiny_data, replace(CONFIG, epochs=1, ema=decay), device="cpu", progress="none")
+    finally:
+        handle.remove()
+    assert len(snapshots) == 6
+    floating = [k for k, v in snapshots[0].items() if v.is_floating_point()]  # not BatchNorm's batch counter,
+    expected = {k: snapshots[0][k].clone() for k in floating}                  # which momentum 0.1 never reads
+    for snap in snapshots[1:]:
+        for k in floating:
+            expected[k] = decay * expected[k] + (1 - decay) * snap[k]
+    assert len(floating) == 9  # conv; BN weight, bias, mean, var; conv weight, bias; linear weight, bias
+    for k in floating:
+        torch.testing.assert_close(model.state_dict()[k], expected[k], rtol=1e-5, atol=1e-6, msg=k)
+    from PyTorch_Vision.evaluation import predict
+    _, test_batches = make_batches(tiny_data, 32, torch.device("cpu"))
+    assert predict(model, test_batches).accuracy == h.test_acc[-1], "the history measured the averaged weights"
+
+
+def test_ema_resumes_to_the_same_run(tiny_data, tmp_path):
+    config = replace(CONFIG, ema=0.9)
+    straight = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
+    killed = CrashAfter(tiny_model(), n=2 * (6 + 2) + 4)
+    with pytest.raises(KeyboardInterrupt):
+        fit(killed, tiny_data, config, device="cpu", out_dir=tmp_path, progress="none", checkpoint_seconds=0)
+    resumed = fit(CrashAfter(tiny_model(seed=99), n=-1), tiny_data, config, device="cpu", out_dir=tmp_path,
+                  resume=True, progress="none")
+    for key in HISTORY_KEYS[:-1]:
+        assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key

@@ -18,17 +18,18 @@ def coded_image() -> np.ndarray:
     return np.stack([10 + 7 * r, 10 + 7 * c, np.full_like(r, 255)], -1).astype(np.uint8)
 
 
-def augment(kind: str, flip: bool, cutout: bool = True) -> np.ndarray:
-    """N augmented copies of the coded image, normalization undone -> (N,32,32,3) uint8."""
+def augment(kind: str, flip: bool, cutout: bool = True, **variant) -> np.ndarray:
+    """N augmented copies of the coded image, normalization undone -> (N,32,32,3) uint8. `variant`: the
+    Augmentation switches cutout_p, cutout_anywhere, padding."""
     image = coded_image()
     if kind == "albumentations":
-        t = train_transforms(MEAN, STD, flip=flip, cutout=cutout)
+        t = train_transforms(MEAN, STD, flip=flip, cutout=cutout, **variant)
         t.set_random_seed(0)
         out = torch.stack([t(image=image)["image"] for _ in range(N)])
     else:
         batch = torch.from_numpy(image).permute(2, 0, 1)[None].repeat(N, 1, 1, 1)
         out = batch_train_augment(batch, MEAN, STD, flip=flip, generator=torch.Generator().manual_seed(0),
-                                  cutout=cutout)
+                                  cutout=cutout, **variant)
     pixels = out * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
     return (pixels * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
@@ -136,3 +137,55 @@ def test_test_pipeline_only_normalizes():
 def test_bad_statistics_are_refused(mean, std):
     with pytest.raises(ValueError, match="mean"):
         train_transforms(mean, std)
+
+
+# ---- the variants of the recipe search, both implementations held to the same distribution ----
+
+def test_cutout_on_a_share_of_the_images(kind):
+    samples = augment(kind, flip=False, cutout_p=0.5, padding="reflect")  # reflect: only the hole has B != 255
+    holed = np.array([(s[..., 2] != 255).any() for s in samples])
+    assert abs(holed.mean() - 0.5) < 4 * np.sqrt(0.25 / N)
+    assert all((s[..., 2] != 255).sum() == 256 for s in samples[holed]), "a hole is a whole 16x16 square"
+
+
+def test_cutout_anywhere_centres_the_hole_anywhere_and_clips_it(kind):
+    """DeVries & Taylor: centre c uniform over 0..31 per axis, hole [c-8, c+8) clipped to the image: a side is
+    16 for 17 of the 32 centres, else 8..15; the hole touches every border sometimes."""
+    samples = augment(kind, flip=False, cutout_anywhere=True, padding="reflect")
+    heights, widths, touches = [], [], set()
+    for s in samples:
+        ys, xs = np.nonzero(s[..., 2] != 255)
+        heights.append(ys.max() - ys.min() + 1)
+        widths.append(xs.max() - xs.min() + 1)
+        assert len(ys) == heights[-1] * widths[-1], "the hole is one rectangle"
+        touches |= {side for side, hit in (("top", ys.min() == 0), ("bottom", ys.max() == 31),
+                                           ("left", xs.min() == 0), ("right", xs.max() == 31)) if hit}
+    heights, widths = np.array(heights), np.array(widths)
+    assert heights.min() == 8 and widths.min() == 8 and heights.max() == 16 and widths.max() == 16
+    full = ((heights == 16) & (widths == 16)).mean()
+    p = (17 / 32) ** 2
+    assert abs(full - p) < 4 * np.sqrt(p * (1 - p) / N)
+    assert abs(heights.mean() - (17 * 16 + 2 * sum(range(8, 16))) / 32) < 0.3
+    assert touches == {"top", "bottom", "left", "right"}
+
+
+def test_reflected_padding_mirrors_the_image_and_keeps_all_81_offsets(kind):
+    samples = augment(kind, flip=False, cutout=False, padding="reflect")
+    counts = np.zeros((9, 9))
+    for s in samples:
+        assert (s[..., 2] == 255).all(), "no fill colour anywhere: the border is the image itself"
+        rows, cols = (s[..., 0].astype(int) - 10) // 7, (s[..., 1].astype(int) - 10) // 7
+        dy, dx = rows[4, 16], cols[16, 4]  # output row 4 is source row dy (no reflection reaches it)
+        reflect = lambda i: abs(i) if i < 0 else (62 - i if i > 31 else i)  # noqa: E731  cv2 BORDER_REFLECT_101
+        assert [rows[i, 16] for i in range(32)] == [reflect(i + dy - 4) for i in range(32)]
+        assert [cols[16, j] for j in range(32)] == [reflect(j + dx - 4) for j in range(32)]
+        counts[dy, dx] += 1
+    expected = N / 81
+    assert (counts > 0).all() and ((counts - expected) ** 2 / expected).sum() < 140
+
+
+def test_bad_variants_are_refused():
+    with pytest.raises(ValueError, match="cutout_p is a share"):
+        train_transforms(MEAN, STD, cutout_p=1.5)
+    with pytest.raises(ValueError, match="padding must be one of mean, reflect"):
+        batch_train_augment(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), MEAN, STD, padding="zero")
