@@ -12,6 +12,7 @@ from torch import nn
 
 from .data import CIFAR10Data, make_batches
 from .evaluation import Predictions, misclassified, predict
+from .faithfulness import deletion_curves
 from .gradcam import GradCAM
 from .history import History
 from .precision import choose_precision
@@ -41,10 +42,11 @@ class Report:
 
 def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: TrainConfig,
                 device: torch.device | str | None = None, out_dir: str | os.PathLike | None = None,
-                n_wrong: int = 10, cam_layer: str = "layer4.1") -> Report:
+                n_wrong: int = 10, cam_layer: str = "layer4.1", cam_scores: bool = False) -> Report:
     """Evaluate `model` (trained by `fit` with `config`) on the test set and draw every figure; with `out_dir`,
     saves them there as PNG (loss_accuracy, misclassified, misclassified_gradcam, confusion_matrix).
-    `cam_layer`: the GradCAM target, a submodule name of `model` ("layer4.1" is ResNet18's `layer4[-1]`)."""
+    `cam_layer`: the GradCAM target, a submodule name of `model` ("layer4.1" is ResNet18's `layer4[-1]`);
+    `cam_scores`: title each predicted-class heatmap with its deletion gap (faithfulness.py)."""
     device = torch.device(device) if device is not None else default_device()
     precision = choose_precision(device, config.precision)
     out = Path(out_dir) if out_dir is not None else None
@@ -56,13 +58,19 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
     wrong = misclassified(preds, n_wrong)
     inputs, shown = preds.images[wrong], denormalize(preds.images[wrong], data.mean, data.std)
     labels, predicted = preds.labels[wrong], preds.predicted[wrong]
+    cam = GradCAM(model, model.get_submodule(cam_layer))
+    scores = None
+    if cam_scores and len(wrong):
+        curves = deletion_curves(model, inputs, predicted, cam(inputs, predicted),
+                                 generator=torch.Generator().manual_seed(config.seed))
+        scores = curves.deletion_gap.tolist()
     return Report(
         preds, tta, wrong,
         curves=plot_history(history, path("loss_accuracy.png")),
         misclassified=plot_misclassified(shown, labels, predicted, preds.confidence[wrong], data.classes,
                                          path=path("misclassified.png")),
-        gradcam=plot_gradcam(GradCAM(model, model.get_submodule(cam_layer)), inputs, shown, labels, predicted,
-                             data.classes, cam_layer, path=path("misclassified_gradcam.png")),
+        gradcam=plot_gradcam(cam, inputs, shown, labels, predicted, data.classes, cam_layer,
+                             path=path("misclassified_gradcam.png"), scores=scores),
         confusion=plot_confusion(preds.labels, preds.predicted, data.classes, path("confusion_matrix.png")),
         summary=history.summary() + [
             ("final model with flip test-time augmentation", f"{tta.accuracy:.2f}%"),

@@ -220,10 +220,11 @@ def plot_misclassified(images, labels, predicted, confidence, classes: Sequence[
 
 
 def plot_gradcam(cam: BaseCAM, inputs: torch.Tensor, images, labels: torch.Tensor, predicted: torch.Tensor,
-                 classes: Sequence[str], layer_name: str, path=None) -> Figure:
+                 classes: Sequence[str], layer_name: str, path=None, scores: Sequence[float] | None = None) -> Figure:
     """One row per example: the image, the CAM of the predicted class, the CAM of the true class.
 
-    inputs: (N,3,H,W) normalized model inputs; images: the same, un-normalized, for display."""
+    inputs: (N,3,H,W) normalized model inputs; images: the same, un-normalized, for display; scores: one number
+    per example shown with the predicted class's CAM (e.g. its deletion gap, faithfulness.py)."""
     n = len(inputs)
     if n == 0:
         return save_figure(_note("No misclassified test images: nothing to explain."), path)
@@ -233,7 +234,8 @@ def plot_gradcam(cam: BaseCAM, inputs: torch.Tensor, images, labels: torch.Tenso
     for i in range(n):
         img = _as_hwc(images[i])
         panels = ((img, f"true: {classes[labels[i]]}"),
-                  (overlay(img, maps_pred[i]), f"CAM pred: {classes[predicted[i]]}"),
+                  (overlay(img, maps_pred[i]), f"CAM pred: {classes[predicted[i]]}"
+                   + (f"\ndeletion gap {scores[i]:.2f}" if scores is not None else "")),
                   (overlay(img, maps_true[i]), f"CAM true: {classes[labels[i]]}"))
         for ax, (picture, title) in zip(axes[i], panels):
             ax.imshow(picture, interpolation="nearest")
