@@ -24,6 +24,7 @@ class History:
     lr: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     skipped_steps: list[int] = field(default_factory=list)  # optimizer steps GradScaler skipped (fp16 overflow)
+    run: dict = field(default_factory=dict)  # what produced it: configuration, data, device, precision
 
     def append(self, skipped_steps: int = 0, **row: float) -> None:
         for key in HISTORY_KEYS:
@@ -42,7 +43,7 @@ class History:
         if missing:
             raise ValueError(f"not a training history: keys {missing} are missing")
         skipped = list(d.get("skipped_steps", [0] * len(d["epoch"])))  # histories before fp16 support lack it
-        return cls(**{k: list(d[k]) for k in HISTORY_KEYS}, skipped_steps=skipped)
+        return cls(**{k: list(d[k]) for k in HISTORY_KEYS}, skipped_steps=skipped, run=dict(d.get("run", {})))
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write(path, json.dumps(self.to_dict(), indent=1).encode())

@@ -3,7 +3,7 @@ the most confident mistakes, GradCAM on them, the confusion matrix and a summary
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -76,6 +76,8 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
             ("final model with flip test-time augmentation", f"{tta.accuracy:.2f}%"),
             ("device, precision", f"{device_name(device)}, {precision}"),
             ("data", f"{data.source} ({len(data.train_labels):,} train / {len(data.test_labels):,} test)"),
-            ("seed, batch size, max LR, flip, CutOut",
-             f"{config.seed}, {config.batch_size}, {config.max_lr}, {config.flip}, {config.cutout}"),
+            ("seed, batch size, max LR", f"{config.seed}, {config.batch_size}, {config.max_lr}"),
+            ("other settings than the recipe's", ", ".join(
+                f"{k}={v}" for k, v in asdict(config).items()
+                if k not in ("seed", "batch_size", "max_lr", "epochs") and v != getattr(TrainConfig(), k)) or "none"),
             ("code", code_version())])

@@ -26,7 +26,7 @@ from .evaluation import FP32, predict
 from .history import History
 from .precision import PRECISIONS, Precision, choose_precision
 from .transforms import Augmentation
-from .utils import default_device, progress_bar
+from .utils import default_device, device_name, progress_bar
 
 
 @dataclass
@@ -274,7 +274,9 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         if config.ema else None
     scheduler = make_scheduler(optimizer, config, len(train_batches))
 
-    history, partial = History(), None
+    history = History(run={"config": asdict(config), "data": data.source, **data.fingerprint(),
+                           "device": device_name(s.device), "precision": s.precision.name})
+    partial = None
     if resume:
         ckpt = load_checkpoint(ckpt_path)
         check_resumable(ckpt, config, data.fingerprint(), ckpt_path)

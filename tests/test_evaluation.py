@@ -62,7 +62,9 @@ def test_the_report_and_the_history_give_one_accuracy_for_one_model(tiny_data, t
     report = make_report(model, tiny_data, history, config, "cpu", tmp_path)
     assert report.predictions.accuracy == history.test_acc[-1]
     assert report.predictions.loss == pytest.approx(history.test_loss[-1], rel=1e-6)
-    assert dict(report.summary)["final test accuracy (epoch 1)"] == f"**{history.test_acc[-1]:.2f}%**"
+    summary = dict(report.summary)
+    assert summary["final test accuracy (epoch 1)"] == f"**{history.test_acc[-1]:.2f}%**"
+    assert summary["other settings than the recipe's"] == "none"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion_matrix.png", "loss_accuracy.png",
                                                           "misclassified.png", "misclassified_gradcam.png"]
     assert len(report.wrong) == min(10, int((report.predictions.predicted != report.predictions.labels).sum()))

@@ -84,7 +84,7 @@ def test_history_round_trip(tmp_path):
     h.append(epoch=1, train_loss=2.0, train_acc=20.0, test_loss=1.9, test_acc=25.0, lr=0.1, epoch_seconds=3.5,
              skipped_steps=2)
     h.save(tmp_path / "history.json")
-    assert set(json.loads((tmp_path / "history.json").read_text())) == {*HISTORY_KEYS, "skipped_steps"}
+    assert set(json.loads((tmp_path / "history.json").read_text())) == {*HISTORY_KEYS, "skipped_steps", "run"}
     assert History.load(tmp_path / "history.json") == h
     assert "| 1 | 2.0000 | 20.00 |" in h.table()
     (tmp_path / "other.json").write_text('{"epoch": []}')
@@ -251,3 +251,12 @@ def test_ema_resumes_to_the_same_run(tiny_data, tmp_path):
                   resume=True, progress="none")
     for key in HISTORY_KEYS[:-1]:
         assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key
+
+
+def test_history_json_records_what_produced_the_run(tiny_data, tmp_path):
+    config = replace(CONFIG, epochs=1, cutout_anywhere=True)
+    fit(tiny_model(), tiny_data, config, device="cpu", out_dir=tmp_path, progress="none")
+    run = History.load(tmp_path / "history.json").run
+    assert run["config"]["cutout_anywhere"] is True and run["config"]["max_lr"] == CONFIG.max_lr
+    assert (run["data"], run["n_train"], run["n_test"]) == (tiny_data.source, 192, 64)
+    assert run["precision"] == "fp32" and run["device"].startswith("CPU")
