@@ -16,42 +16,31 @@ class SettingError(ValueError):
         return [f"SettingError: {self}"]
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, kind: type, ok: Callable[[float], bool], what: str):
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise ValueError(f"must be a positive whole number, got {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"must be a positive whole number, got {text!r}")
+        value = None
+    if value is None or not ok(value):
+        raise ValueError(f"must be {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v > 0, "a positive whole number")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"must be a positive number, got {text!r}")
-    return value
+    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 
 
 def share(text: str) -> float:
     """A share of a whole: a number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number from 0 to 1, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise ValueError(f"must be a number from 0 to 1, got {text!r}")
-    return value
+    return _number(text, float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 
 
 def whole_number(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"must be a whole number, got {text!r}") from None
+    return _number(text, int, lambda v: True, "a whole number")
 
 
 def switch(text: str) -> bool:
