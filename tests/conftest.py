@@ -26,6 +26,20 @@ class TinyNet(nn.Module):
         return self.linear(self.features(x).mean((2, 3)))
 
 
+class CrashAfter(nn.Module):
+    """Wraps a model and raises on the n-th forward pass: a run killed in the middle of an epoch."""
+
+    def __init__(self, model, n):
+        super().__init__()
+        self.model, self.calls, self.n = model, 0, n
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt("killed")
+        return self.model(x)
+
+
 @pytest.fixture
 def tiny_data():
     return synthetic_cifar10(n_train=192, n_test=64, seed=0)

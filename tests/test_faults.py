@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import PyTorch_Vision.checkpoint as checkpoint_module
-from conftest import TinyNet
+from conftest import CrashAfter, TinyNet
 from PyTorch_Vision.checkpoint import OutputError, atomic_write, load_checkpoint
 from PyTorch_Vision.data import DataError, make_data
 from PyTorch_Vision.history import HISTORY_KEYS, History
@@ -127,11 +127,7 @@ def test_a_second_interrupt_stops_at_once_and_no_out_dir_says_nothing_was_saved(
 
 
 def test_a_nan_loss_stops_the_run_at_that_batch(tiny_data, tmp_path):
-    class NaNFrom(torch.nn.Module):
-        def __init__(self, model, n):
-            super().__init__()
-            self.model, self.calls, self.n = model, 0, n
-
+    class NaNFrom(CrashAfter):
         def forward(self, x):
             self.calls += 1
             out = self.model(x)

@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import TinyNet
+from conftest import CrashAfter, TinyNet
 from PyTorch_Vision.checkpoint import CheckpointError, load_checkpoint
 from PyTorch_Vision.data import make_batches, make_data
 from PyTorch_Vision.history import HISTORY_KEYS, History
@@ -106,20 +106,6 @@ def test_history_summary_names_final_and_best_epochs():
                                  "mean time per epoch (train + test)": "12.0 s", "total training time": "0.6 min"}
     with pytest.raises(ValueError, match="empty history"):
         History().summary()
-
-
-class CrashAfter(torch.nn.Module):
-    """Wraps a model and raises on the n-th forward pass: a run killed in the middle of an epoch."""
-
-    def __init__(self, model, n):
-        super().__init__()
-        self.model, self.calls, self.n = model, 0, n
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls == self.n:
-            raise KeyboardInterrupt("killed")
-        return self.model(x)
 
 
 def test_kill_and_resume_gives_the_same_run(tiny_data, tmp_path):
