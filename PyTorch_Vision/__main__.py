@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     t.add_argument("--pct-start", type=_checked(share), default=defaults.pct_start,
                    help="share of the steps spent warming up to --max-lr")
+    t.add_argument("--min-warmup-steps", type=_checked(positive_int), default=defaults.min_warmup_steps,
+                   help="the LR climbs to --max-lr over no fewer batches; a shorter run peaks lower, in proportion")
     t.add_argument("--anneal", choices=("cos", "linear"), default=defaults.anneal,
                    help="shape of the warm-up and the annealing (OneCycle's anneal_strategy)")
     t.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
@@ -122,7 +124,9 @@ def train(args: argparse.Namespace) -> None:
         raise CheckpointError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it or choose "
                               "another --out: nothing was overwritten")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_lr=args.max_lr,
-                         weight_decay=args.weight_decay, pct_start=args.pct_start, anneal=args.anneal, label_smoothing=args.label_smoothing,
+                         weight_decay=args.weight_decay, pct_start=args.pct_start,
+                         min_warmup_steps=args.min_warmup_steps, anneal=args.anneal,
+                         label_smoothing=args.label_smoothing,
                          flip=not args.no_flip, cutout=not args.no_cutout, cutout_p=args.cutout_p,
                          cutout_anywhere=args.cutout_anywhere, padding=args.padding, ema=args.ema, seed=args.seed,
                          compile=args.compile, precision=args.precision)

@@ -76,7 +76,9 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
             ("final model with flip test-time augmentation", f"{tta.accuracy:.2f}%"),
             ("device, precision", f"{device_name(device)}, {precision}"),
             ("data", f"{data.source} ({len(data.train_labels):,} train / {len(data.test_labels):,} test)"),
-            ("seed, batch size, max LR", f"{config.seed}, {config.batch_size}, {config.max_lr}"),
+            ("seed, batch size, max LR", f"{config.seed}, {config.batch_size}, {config.max_lr}" + (
+                f" (peaked at {peak:.3g}: a warm-up under {config.min_warmup_steps} batches)"
+                if (peak := history.run.get("peak_lr", config.max_lr)) < config.max_lr else "")),
             ("other settings than the recipe's", ", ".join(
                 f"{k}={v}" for k, v in asdict(config).items()
                 if k not in ("seed", "batch_size", "max_lr", "epochs") and v != getattr(TrainConfig(), k)) or "none"),

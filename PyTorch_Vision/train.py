@@ -41,6 +41,7 @@ class TrainConfig:
     weight_decay: float = 5e-4      # not applied to BatchNorm weights or biases
     label_smoothing: float = 0.1
     pct_start: float = 0.25         # share of the steps spent warming up to max_lr
+    min_warmup_steps: int = 100     # the LR climbs to max_lr over no fewer batches; shorter runs peak lower
     anneal: str = "cos"             # the LR's shape in both phases: "cos" or "linear"
     div_factor: float = 25.0        # initial lr = max_lr / div_factor
     final_div_factor: float = 1e4   # final lr = initial lr / final_div_factor
@@ -57,7 +58,7 @@ class TrainConfig:
     on_device_data: bool | None = None  # data held and augmented on the device; None: on CUDA only
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "min_warmup_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -89,16 +90,28 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.SGD(groups, lr=config.max_lr, momentum=config.max_momentum, nesterov=True)
 
 
+def warmup_and_peak(config: TrainConfig, total_steps: int) -> tuple[float, float]:
+    """The schedule's warm-up length (in batches) and peak LR for a run of `total_steps` batches.
+
+    The peak is max_lr, or max_lr * warm-up / min_warmup_steps when the warm-up is shorter than that: the LR
+    never climbs faster than the recipe allows. A fresh network blows up when the LR jumps to 0.4 within a few
+    batches (README, "Short runs"); the 20-epoch recipe warms up over 490 batches and is not affected."""
+    pct_start = min(max(config.pct_start, 2 / total_steps), 1 - 1 / total_steps)  # both phases >= one step
+    warmup = pct_start * total_steps
+    return warmup, config.max_lr * min(1.0, warmup / config.min_warmup_steps)
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """OneCycleLR over every batch of every epoch (stepped once per batch): the LR warms up, then anneals, and
-    the momentum moves the other way, from max_momentum to base_momentum at the LR's peak and back."""
+    """OneCycleLR over every batch of every epoch (stepped once per batch): the LR warms up to the peak of
+    `warmup_and_peak`, then anneals, and the momentum moves the other way, from max_momentum to base_momentum at
+    the LR's peak and back."""
     total = config.epochs * steps_per_epoch
     if total < 3:
         raise ValueError(f"a OneCycle schedule needs at least 3 training batches in all, this run has {total}: "
                          "use more epochs, more images or a smaller batch size")
-    pct_start = min(max(config.pct_start, 2 / total), 1 - 1 / total)  # both phases at least one step long
+    warmup, peak = warmup_and_peak(config, total)
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.max_lr, total_steps=total, pct_start=pct_start, div_factor=config.div_factor,
+        optimizer, max_lr=peak, total_steps=total, pct_start=warmup / total, div_factor=config.div_factor,
         final_div_factor=config.final_div_factor, anneal_strategy=config.anneal, base_momentum=config.base_momentum,
         max_momentum=config.max_momentum)
 
@@ -273,9 +286,13 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) \
         if config.ema else None
     scheduler = make_scheduler(optimizer, config, len(train_batches))
+    warmup, peak = warmup_and_peak(config, config.epochs * len(train_batches))
 
     history = History(run={"config": asdict(config), "data": data.source, **data.fingerprint(),
-                           "device": device_name(s.device), "precision": s.precision.name})
+                           "device": device_name(s.device), "precision": s.precision.name, "peak_lr": peak})
+    if progress != "none" and peak < config.max_lr and not resume:
+        tqdm.write(f"short run: a warm-up of {warmup:.1f} batches, under min_warmup_steps={config.min_warmup_steps}, "
+                   f"so the LR peaks at {peak:.3g} instead of max_lr {config.max_lr}", file=sys.stdout)
     partial = None
     if resume:
         ckpt = load_checkpoint(ckpt_path)

@@ -8,6 +8,8 @@
 #       faithfulness (GradCAM checks per layer on 1,000 test images of the notebook run: run after `notebook`)
 #       recipes1, recipes2 (the variants of benchmarks/recipe_sweep.txt, seeds 0-2 each, one run at a time:
 #                 the first four lines, then the rest; ~6 min each on an H100)
+#       shortruns (the warm-up rule on short runs: 1 and 2 epochs of all the data, 3 epochs of 5,000 images; seeds 0
+#                 and 1; with the rule and without it (--min-warmup-steps 1), the two side by side; ~3 min)
 #       seeds    (seeds 1 and 2 through the CLI, one after the other)
 #       lrfind   (100-step LR range test)
 #       bench    (benchmarks/benchmark.py with all cores, then limited to 2 cores)
@@ -66,6 +68,19 @@ recipes() {  # recipes FIRST LAST: the lines FIRST..LAST of benchmarks/recipe_sw
             echo "$name seed $s: $(grep 'final test accuracy' "$out/recipes_${name}_seed$s.log")"
         done
     done
+}
+shortruns() {
+    for w in 100 1; do
+        for args in "--epochs 1" "--epochs 2" "--epochs 3 --limit-train 5000"; do
+            for s in 0 1; do
+                name="$(echo "$args" | tr -d ' -')_w${w}_seed$s"
+                python3 -m PyTorch_Vision train --data-dir "$data" --seed $s --min-warmup-steps $w $args \
+                    --out "$out/shortruns/$name" --progress epoch > "$out/shortruns_$name.log" 2>&1 < /dev/null
+                echo "$name: $(grep 'final test accuracy' "$out/shortruns_$name.log")"
+            done
+        done &
+    done
+    wait
 }
 recipes1() { recipes 1 4; }
 recipes2() { recipes 5 8; }

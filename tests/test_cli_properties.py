@@ -87,6 +87,7 @@ LAYOUTS = ["good", "good", "good", "missing", "a file", "empty folder", "corrupt
 OPTIONS = {  # option: (values a user may mean, values that must be refused or fail cleanly)
     "--epochs": (["1", "2"], ["0", "-1", "abc", "1.5"]),
     "--max-lr": (["0.01", "0.4", "1e9"], ["0", "nan", "-1", "inf"]),
+    "--min-warmup-steps": (["1", "100"], ["0", "2.5"]),
     "--weight-decay": (["0", "5e-4"], ["-1", "abc"]),
     "--label-smoothing": (["0.1", "0"], ["1", "-0.5"]),
     "--limit-train": (["12", "100"], ["1", "0"]),

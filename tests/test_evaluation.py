@@ -55,7 +55,7 @@ def test_the_report_and_the_history_give_one_accuracy_for_one_model(tiny_data, t
     from PyTorch_Vision.report import make_report
     from PyTorch_Vision.models import ResNet18
 
-    config = TrainConfig(epochs=1, batch_size=32, max_lr=0.05, seed=0)
+    config = TrainConfig(epochs=1, batch_size=32, max_lr=0.05, seed=0)  # 6 batches, a warm-up of 2
     torch.manual_seed(0)
     model = ResNet18()
     history = fit(model, tiny_data, config, device="cpu", progress="none")
@@ -65,6 +65,7 @@ def test_the_report_and_the_history_give_one_accuracy_for_one_model(tiny_data, t
     summary = dict(report.summary)
     assert summary["final test accuracy (epoch 1)"] == f"**{history.test_acc[-1]:.2f}%**"
     assert summary["other settings than the recipe's"] == "none"
+    assert summary["seed, batch size, max LR"] == "0, 32, 0.05 (peaked at 0.001: a warm-up under 100 batches)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion_matrix.png", "loss_accuracy.png",
                                                           "misclassified.png", "misclassified_gradcam.png"]
     assert len(report.wrong) == min(10, int((report.predictions.predicted != report.predictions.labels).sum()))

@@ -14,7 +14,7 @@ from PyTorch_Vision.precision import Precision, choose_precision
 from PyTorch_Vision.lr_finder import lr_find
 from PyTorch_Vision.train import TrainConfig, fit, make_optimizer, make_step
 
-CONFIG = TrainConfig(epochs=2, batch_size=16, max_lr=0.05, seed=0, precision="fp16")
+CONFIG = TrainConfig(epochs=2, batch_size=16, max_lr=0.05, seed=0, precision="fp16", min_warmup_steps=1)
 
 
 def gpu_of_capability(monkeypatch, major, minor):

@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -6,12 +7,13 @@ import torch
 
 from conftest import CrashAfter, TinyNet
 from PyTorch_Vision.checkpoint import CheckpointError, load_checkpoint
-from PyTorch_Vision.data import make_batches, make_data
+from PyTorch_Vision.data import make_batches, make_data, synthetic_cifar10
 from PyTorch_Vision.history import HISTORY_KEYS, History
+from PyTorch_Vision.models import ResNet18
 from PyTorch_Vision.train import TrainConfig, fit, make_optimizer
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-CONFIG = TrainConfig(epochs=4, batch_size=32, max_lr=0.05, seed=0)
+CONFIG = TrainConfig(epochs=4, batch_size=32, max_lr=0.05, seed=0, min_warmup_steps=1)  # TinyNet: no long warm-up
 
 
 def tiny_model(seed=0):
@@ -51,6 +53,42 @@ def test_one_cycle_is_stepped_every_batch(tiny_data):
     h = fit(tiny_model(), tiny_data, replace(CONFIG, epochs=4, pct_start=0.25), device="cpu", progress="none")
     assert max(h.lr) == pytest.approx(CONFIG.max_lr, rel=0.2), "warm-up must reach max_lr within the first epochs"
     assert h.lr[-1] < 1e-3 * CONFIG.max_lr, "the schedule must anneal to ~0 by the last batch"
+
+
+def test_short_runs_warm_up_no_faster_than_the_recipe():
+    """A run whose warm-up is shorter than min_warmup_steps peaks lower, in proportion; longer runs, the 20-epoch
+    recipe among them (98 batches an epoch on 50,000 images), keep max_lr exactly."""
+    from PyTorch_Vision.train import make_scheduler, warmup_and_peak
+
+    recipe = TrainConfig()
+    assert warmup_and_peak(recipe, 20 * 98) == (490, recipe.max_lr)
+    assert warmup_and_peak(recipe, 4 * recipe.min_warmup_steps) == (recipe.min_warmup_steps, recipe.max_lr)
+    for total in (3, 10, 30, 98, 250, 399):
+        warmup, peak = warmup_and_peak(recipe, total)
+        assert warmup == pytest.approx(max(0.25 * total, 2)) and peak < recipe.max_lr
+        assert peak / warmup == pytest.approx(recipe.max_lr / recipe.min_warmup_steps)
+    # the issue's example: 3 epochs of 5,000 images in batches of 512, 10 batches an epoch
+    short = replace(recipe, epochs=3)
+    optimizer = make_optimizer(TinyNet(), short)
+    scheduler = make_scheduler(optimizer, short, steps_per_epoch=10)
+    lrs = []
+    for _ in range(30):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    peak = recipe.max_lr * 7.5 / recipe.min_warmup_steps
+    assert peak * 0.95 < max(lrs) <= peak and lrs[0] == pytest.approx(peak / recipe.div_factor)
+
+
+def test_a_short_run_of_the_recipe_learns():
+    """ResNet18 at the recipe's max_lr 0.4 for 3 epochs of 512 small synthetic images (24 batches of 64, a
+    warm-up of 6): the warm-up rule keeps the loss below chance's and the run learns. Without the rule
+    (min_warmup_steps=1: 0.4 after 6 batches) the loss blew up to 10-14 and the run ended at 25% (~1 min)."""
+    data = synthetic_cifar10(n_train=512, n_test=200, seed=0)
+    torch.manual_seed(0)
+    h = fit(ResNet18(), data, TrainConfig(epochs=3, batch_size=64), device="cpu", progress="none")
+    assert h.run["peak_lr"] == pytest.approx(0.4 * 6 / 100)
+    assert max(h.train_loss) < math.log(10) and h.test_acc[-1] > 50  # chance: 10%
 
 
 def test_momentum_cycles_against_the_learning_rate(tiny_data):
