@@ -15,7 +15,7 @@ from .lr_finder import lr_find
 from .models import ResNet18, summary
 from .precision import PRECISIONS, choose_precision
 from .report import make_report
-from .settings import positive_float, positive_int, share
+from .settings import count, positive_float, positive_int, share
 from .transforms import PADDINGS
 from .train import TrainConfig, fit
 from .utils import device_name, plot_lr_find, resolve_device, seed_everything
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema", type=_checked(share), default=defaults.ema,
                    help="evaluate an exponential moving average of the weights with this decay per step "
                         "(e.g. 0.999; default 0: the weights themselves)")
+    t.add_argument("--bn-stats-images", type=_checked(count), default=defaults.bn_stats_images,
+                   help="recompute BatchNorm's statistics over this many training images before each evaluation "
+                        "(0: keep its running averages)")
     t.add_argument("--padding", choices=PADDINGS, default=defaults.padding,
                    help="the crop's 4-px border: the mean colour (default) or the image reflected")
     t.add_argument("--seed", type=int, default=defaults.seed)
@@ -129,6 +132,7 @@ def train(args: argparse.Namespace) -> None:
                          label_smoothing=args.label_smoothing,
                          flip=not args.no_flip, cutout=not args.no_cutout, cutout_p=args.cutout_p,
                          cutout_anywhere=args.cutout_anywhere, padding=args.padding, ema=args.ema, seed=args.seed,
+                         bn_stats_images=args.bn_stats_images,
                          compile=args.compile, precision=args.precision)
     device = resolve_device(args.device)
     precision = choose_precision(device, config.precision)  # refuses bf16 on a GPU without it before loading data

@@ -51,10 +51,11 @@ class RunEstimate:
     n_train: int
     n_test: int
     epochs: int
+    n_bn_stats: int = 0  # training images passed forward again for BatchNorm's statistics before each evaluation
 
     @property
     def epoch_seconds(self) -> float:
-        return self.n_train / self.train_images_per_s + self.n_test / self.eval_images_per_s
+        return self.n_train / self.train_images_per_s + (self.n_test + self.n_bn_stats) / self.eval_images_per_s
 
     @property
     def total_seconds(self) -> float:
@@ -90,4 +91,5 @@ def estimate_run(model: nn.Module, data: CIFAR10Data, config: TrainConfig = Trai
         eval_rate, _ = images_per_second(
             lambda x, y: predict(trial, [(x, y)], s.precision, config.channels_last, s.criterion, keep_images=False),
             s.test_batches, steps, 1, device)
-    return RunEstimate(train_rate, eval_rate, len(data.train_labels), len(data.test_labels), config.epochs)
+    return RunEstimate(train_rate, eval_rate, len(data.train_labels), len(data.test_labels), config.epochs,
+                       min(config.bn_stats_images, len(data.train_labels)))

@@ -30,6 +30,11 @@ def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v > 0, "a positive whole number")
 
 
+def count(text: str) -> int:
+    """A whole number of things, 0 included."""
+    return _number(text, int, lambda v: v >= 0, "a whole number >= 0")
+
+
 def positive_float(text: str) -> float:
     return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 

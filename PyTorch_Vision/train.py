@@ -51,6 +51,8 @@ class TrainConfig:
     cutout_anywhere: bool = False   # hole centre anywhere, clipped at the border (DeVries & Taylor); else inside
     padding: str = "mean"           # the crop's 4-px border: "mean" colour or "reflect"
     ema: float = 0.0                # decay per step of an average of the weights used for evaluation; 0: none
+    bn_stats_images: int = 2048     # BatchNorm statistics recomputed over this many training images before each
+                                    # evaluation; 0: BatchNorm's running averages
     seed: int = 0
     precision: str = "auto"         # "auto" (what the hardware runs natively), "bf16", "fp16" or "fp32"
     channels_last: bool = True
@@ -69,6 +71,10 @@ class TrainConfig:
         self.augmentation()  # checks cutout_p and padding
         if self.anneal not in ("cos", "linear"):
             raise ValueError(f"anneal must be 'cos' or 'linear', got {self.anneal!r}")
+        if not isinstance(self.bn_stats_images, int) or isinstance(self.bn_stats_images, bool) \
+                or self.bn_stats_images < 0:
+            raise ValueError(f"bn_stats_images must be a whole number >= 0 (0: running averages), "
+                             f"got {self.bn_stats_images!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema is a decay per step in [0, 1) (0: no average), got {self.ema!r}")
         if not 0 <= self.base_momentum <= self.max_momentum < 1:
@@ -217,6 +223,33 @@ def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: Epoc
     return replace(p, loss_sum=loss_sum.item(), correct=int(correct.item()), seconds=time.perf_counter() - start)
 
 
+def recompute_batchnorm(model: nn.Module, batches, images: int, precision: Precision = FP32,
+                        channels_last: bool = False) -> None:
+    """Set `model`'s BatchNorm statistics to plain averages over the first `images` images of `batches`, with the
+    weights as they are now ("precise BN", Wu & Johnson 2021). BatchNorm's running averages also hold the
+    statistics of earlier weights, far off in a run of few batches. Training is unaffected: it normalizes by
+    each batch's own statistics. The model's train/eval mode and BatchNorm momentum are restored."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or images <= 0:
+        return
+    momenta, was_training = [m.momentum for m in norms], model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches seen
+    model.train()
+    seen = 0
+    with torch.no_grad():
+        for x, _ in batches:
+            if seen >= images:
+                break
+            with precision.autocast():
+                model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+            seen += len(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
 @dataclass
 class Setup:
     """What a training loop needs, built one way for `fit`, `lr_find` and `estimate_run`."""
@@ -264,7 +297,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     `checkpoint_seconds` within an epoch (atomically); with `resume`, continues from the checkpoint to the same
     result as an uninterrupted run. `progress`: "bar" (a bar per epoch and a line per epoch), "epoch" (the line
     only) or "none". With `config.ema`, every evaluation uses the weights' moving average, and `model` ends
-    holding it.
+    holding it; with `config.bn_stats_images`, the evaluated model's BatchNorm statistics are recomputed first.
     """
     if progress not in ("bar", "epoch", "none"):
         raise ValueError(f"progress must be 'bar', 'epoch' or 'none', got {progress!r}")
@@ -371,8 +404,13 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
             if not math.isfinite(train_loss):
                 raise diverged(f"training loss became {train_loss}")
             start = time.perf_counter()
-            test = predict(ema.module if ema is not None else model, s.test_batches, s.precision,
-                           config.channels_last, s.criterion, keep_images=False)
+            evaluated = ema.module if ema is not None else model
+            if config.bn_stats_images:
+                train_batches.set_epoch(epoch)  # this epoch's augmented batches again, from the first
+                recompute_batchnorm(evaluated, train_batches, config.bn_stats_images, s.precision,
+                                    config.channels_last)
+            test = predict(evaluated, s.test_batches, s.precision, config.channels_last, s.criterion,
+                           keep_images=False)
             history.append(epoch=epoch, train_loss=train_loss, train_acc=100 * done.correct / done.seen,
                            test_loss=test.loss, test_acc=test.accuracy, lr=done.lr,
                            epoch_seconds=done.seconds + time.perf_counter() - start, skipped_steps=done.skipped)

@@ -100,6 +100,7 @@ OPTIONS = {  # option: (values a user may mean, values that must be refused or f
     "--cutout-p": (["0.5", "1"], ["2", "-0.1", "x"]),
     "--padding": (["mean", "reflect"], ["zero"]),
     "--ema": (["0.9", "0"], ["1", "1.5"]),
+    "--bn-stats-images": (["0", "64"], ["-1", "x"]),
 }
 OUTS = ["fresh", "fresh", "existing file", "finished run"]
 

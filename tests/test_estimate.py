@@ -25,6 +25,7 @@ def test_images_per_second_times_only_the_calls_after_warm_up(monkeypatch):
 def test_estimate_adds_training_and_evaluation_time():
     e = RunEstimate(train_images_per_s=10.0, eval_images_per_s=50.0, n_train=1000, n_test=500, epochs=20)
     assert e.epoch_seconds == 110.0 and e.total_seconds == 2200.0
+    assert RunEstimate(10.0, 50.0, 1000, 500, 20, n_bn_stats=250).epoch_seconds == 115.0
     assert str(e).startswith("about 37 min for 20 epochs (2 min per epoch; measured here: 10 img/s training")
     assert str(RunEstimate(1.0, 1.0, 8000, 400, 1)).startswith("about 2.3 h for 1 epoch (")
 
@@ -36,8 +37,8 @@ def test_estimate_run_measures_without_touching_the_model_or_the_rng(tiny_data):
     rng = torch.get_rng_state()
     e = estimate_run(model, tiny_data, TrainConfig(epochs=20), "cpu", batch_size=16, steps=2)
     assert e.train_images_per_s > 0 and e.eval_images_per_s > 0
-    assert (e.n_train, e.n_test, e.epochs) == (192, 64, 20)
-    assert e.total_seconds == pytest.approx(20 * (192 / e.train_images_per_s + 64 / e.eval_images_per_s))
+    assert (e.n_train, e.n_test, e.epochs, e.n_bn_stats) == (192, 64, 20, 192)  # all 192 for BatchNorm's statistics
+    assert e.total_seconds == pytest.approx(20 * (192 / e.train_images_per_s + (64 + 192) / e.eval_images_per_s))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not model.training
     assert torch.equal(rng, torch.get_rng_state())
     with pytest.raises(ValueError, match="smaller batch_size"):

@@ -103,19 +103,21 @@ class InterruptAt(torch.nn.Module):
 
 
 def test_an_interrupt_leaves_a_checkpoint_at_that_batch_and_resumes_to_the_same_run(tiny_data, tmp_path):
+    handler = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under nohup
     straight = fit(tiny_model(), tiny_data, CONFIG, device="cpu", progress="none")
-    interrupted = InterruptAt(tiny_model(), n=(6 + 2) + 4)  # during the 4th batch of epoch 2
+    # an epoch: 6 steps, 6 batches again for BatchNorm's statistics, 2 evaluation batches
+    interrupted = InterruptAt(tiny_model(), n=(6 + 6 + 2) + 4)  # during the 4th batch of epoch 2
     with pytest.raises(KeyboardInterrupt, match=r"stopped in epoch 2 at batch 4/6; its checkpoint is in .*--resume"):
         fit(interrupted, tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none",
             checkpoint_seconds=3600)
-    assert interrupted.calls == 12, "the batch in progress finishes, no further one starts"
+    assert interrupted.calls == (6 + 6 + 2) + 4, "the batch in progress finishes, no further one starts"
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["history"]["epoch"] == [1] and (ckpt["partial"]["epoch"], ckpt["partial"]["batches"]) == (2, 4)
     resumed = fit(InterruptAt(tiny_model(seed=99), n=-5), tiny_data, CONFIG, device="cpu", out_dir=tmp_path,
                   resume=True, progress="none")
     for key in HISTORY_KEYS[:-1]:
         assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C works as usual after training"
+    assert signal.getsignal(signal.SIGINT) is handler, "Ctrl-C works as before after training"
 
 
 def test_a_second_interrupt_stops_at_once_and_no_out_dir_says_nothing_was_saved(tiny_data):
@@ -134,10 +136,10 @@ def test_a_nan_loss_stops_the_run_at_that_batch(tiny_data, tmp_path):
             out = self.model(x)
             return out * float("nan") if self.calls >= self.n else out
 
-    model = NaNFrom(tiny_model(), n=(6 + 2) + 2)  # 2nd batch of epoch 2
+    model = NaNFrom(tiny_model(), n=(6 + 6 + 2) + 2)  # 2nd batch of epoch 2
     with pytest.raises(FloatingPointError, match=r"became nan by batch 2/6 in epoch 2 .*checkpoint of epoch 2 at batch 1 is kept"):
         fit(model, tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none", checkpoint_seconds=0)
-    assert model.calls == 10, "no batch after the first NaN"
+    assert model.calls == (6 + 6 + 2) + 2, "no batch after the first NaN"
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["history"]["epoch"] == [1] and (ckpt["partial"]["epoch"], ckpt["partial"]["batches"]) == (2, 1)
 

@@ -1,16 +1,18 @@
+import copy
 import json
 import math
 from dataclasses import replace
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import CrashAfter, TinyNet
 from PyTorch_Vision.checkpoint import CheckpointError, load_checkpoint
 from PyTorch_Vision.data import make_batches, make_data, synthetic_cifar10
 from PyTorch_Vision.history import HISTORY_KEYS, History
 from PyTorch_Vision.models import ResNet18
-from PyTorch_Vision.train import TrainConfig, fit, make_optimizer
+from PyTorch_Vision.train import TrainConfig, fit, make_optimizer, recompute_batchnorm
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 CONFIG = TrainConfig(epochs=4, batch_size=32, max_lr=0.05, seed=0, min_warmup_steps=1)  # TinyNet: no long warm-up
@@ -91,6 +93,42 @@ def test_a_short_run_of_the_recipe_learns():
     assert max(h.train_loss) < math.log(10) and h.test_acc[-1] > 50  # chance: 10%
 
 
+def test_batchnorm_statistics_are_recomputed_over_the_first_images():
+    """Plain averages of the first batches' statistics (unbiased variance, as BatchNorm keeps it), with the weights
+    as they are; weights, mode and momentum as they were."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    weights = copy.deepcopy(model[0].state_dict())
+    batches = [(torch.randn(8, 3, 8, 8) * (i + 1) + i, None) for i in range(4)]
+    recompute_batchnorm(model, batches, images=16)  # the first two batches
+    with torch.no_grad():
+        features = [model[0](x) for x, _ in batches[:2]]
+    torch.testing.assert_close(model[1].running_mean, torch.stack([f.mean((0, 2, 3)) for f in features]).mean(0))
+    torch.testing.assert_close(model[1].running_var, torch.stack([f.var((0, 2, 3)) for f in features]).mean(0))
+    assert not model.training and model[1].momentum == 0.1
+    assert all(torch.equal(v, model[0].state_dict()[k]) for k, v in weights.items())
+
+
+def test_batchnorm_statistics_change_the_evaluation_not_the_training(tiny_data):
+    """Training normalizes by each batch's own statistics, so it is bit-identical with and without the
+    recomputation; the model ends with its final weights' statistics over the last epoch's first images."""
+    config = replace(CONFIG, epochs=2, precision="fp32", bn_stats_images=64)
+    recomputed, running = tiny_model(), tiny_model()
+    h = fit(recomputed, tiny_data, config, device="cpu", progress="none")
+    h_running = fit(running, tiny_data, replace(config, bn_stats_images=0), device="cpu", progress="none")
+    assert h.train_loss == h_running.train_loss and h.train_acc == h_running.train_acc
+    assert all(torch.equal(a, b) for a, b in zip(recomputed.parameters(), running.parameters()))
+    train_batches, _ = make_batches(tiny_data, config.batch_size, torch.device("cpu"), config.augmentation(),
+                                    config.seed)
+    train_batches.set_epoch(2)
+    by_hand = copy.deepcopy(running)
+    recompute_batchnorm(by_hand, train_batches, 64, channels_last=True)
+    statistics = lambda m: [b for name, b in m.named_buffers() if "running" in name]  # noqa: E731
+    for a, b in zip(statistics(recomputed), statistics(by_hand)):
+        torch.testing.assert_close(a, b)
+    assert not all(torch.allclose(a, b) for a, b in zip(statistics(recomputed), statistics(running)))
+
+
 def test_momentum_cycles_against_the_learning_rate(tiny_data):
     """OneCycle moves Nesterov momentum opposite to the LR: 0.95 at the start and end, 0.85 at the LR's peak."""
     from PyTorch_Vision.train import make_scheduler
@@ -149,8 +187,8 @@ def test_history_summary_names_final_and_best_epochs():
 def test_kill_and_resume_gives_the_same_run(tiny_data, tmp_path):
     straight = fit(tiny_model(), tiny_data, CONFIG, device="cpu", out_dir=tmp_path / "a", progress="none")
 
-    steps, evals = 6, 2  # 192 train / 32; 64 test / 32
-    killed = CrashAfter(tiny_model(), n=2 * (steps + evals) + 3)  # 3 batches into epoch 3
+    steps, statistics, evals = 6, 6, 2  # 192 train / 32; BatchNorm's statistics over the 192 again; 64 test / 32
+    killed = CrashAfter(tiny_model(), n=2 * (steps + statistics + evals) + 3)  # 3 batches into epoch 3
     with pytest.raises(KeyboardInterrupt):
         fit(killed, tiny_data, CONFIG, device="cpu", out_dir=tmp_path / "b", progress="none")
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["history"]["epoch"] == [1, 2]
@@ -171,7 +209,7 @@ def test_kill_within_an_epoch_resumes_at_the_batch_it_reached(tiny_data, tmp_pat
     config = replace(CONFIG, on_device_data=on_device_data)
     straight = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
 
-    killed = CrashAfter(tiny_model(), n=2 * (6 + 2) + 4)  # in the 4th batch of epoch 3
+    killed = CrashAfter(tiny_model(), n=2 * (6 + 6 + 2) + 4)  # in the 4th batch of epoch 3
     with pytest.raises(KeyboardInterrupt):
         fit(killed, tiny_data, config, device="cpu", out_dir=tmp_path, progress="none", checkpoint_seconds=0)
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
@@ -248,7 +286,9 @@ def test_ema_evaluates_the_moving_average_and_hands_it_back(tiny_data, monkeypat
     handle = register_optimizer_step_post_hook(
         lambda opt, args, kwargs: snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()}))
     try:
-        h = fit(model, tiny_data, replace(CONFIG, epochs=1, ema=decay), device="cpu", progress="none")
+        # BatchNorm's statistics as the average keeps them, not recomputed, so that they can be replayed here
+        h = fit(model, tiny_data, replace(CONFIG, epochs=1, ema=decay, bn_stats_images=0), device="cpu",
+                progress="none")
     finally:
         handle.remove()
     assert len(snapshots) == 6
@@ -268,7 +308,7 @@ def test_ema_evaluates_the_moving_average_and_hands_it_back(tiny_data, monkeypat
 def test_ema_resumes_to_the_same_run(tiny_data, tmp_path):
     config = replace(CONFIG, ema=0.9)
     straight = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
-    killed = CrashAfter(tiny_model(), n=2 * (6 + 2) + 4)
+    killed = CrashAfter(tiny_model(), n=2 * (6 + 6 + 2) + 4)
     with pytest.raises(KeyboardInterrupt):
         fit(killed, tiny_data, config, device="cpu", out_dir=tmp_path, progress="none", checkpoint_seconds=0)
     resumed = fit(CrashAfter(tiny_model(seed=99), n=-1), tiny_data, config, device="cpu", out_dir=tmp_path,
