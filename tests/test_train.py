@@ -69,7 +69,7 @@ def test_short_runs_warm_up_no_faster_than_the_recipe():
         warmup, peak = warmup_and_peak(recipe, total)
         assert warmup == pytest.approx(max(0.25 * total, 2)) and peak < recipe.max_lr
         assert peak / warmup == pytest.approx(recipe.max_lr / recipe.min_warmup_steps)
-    # the example: 3 epochs of 5,000 images in batches of 512, 10 batches an epoch
+    # a first try: 3 epochs of 5,000 images in batches of 512, 10 batches an epoch
     short = replace(recipe, epochs=3)
     optimizer = make_optimizer(TinyNet(), short)
     scheduler = make_scheduler(optimizer, short, steps_per_epoch=10)
@@ -127,6 +127,13 @@ def test_batchnorm_statistics_change_the_evaluation_not_the_training(tiny_data):
     for a, b in zip(statistics(recomputed), statistics(by_hand)):
         torch.testing.assert_close(a, b)
     assert not all(torch.allclose(a, b) for a, b in zip(statistics(recomputed), statistics(running)))
+    averaged = tiny_model()  # with an average of the weights, its statistics are the ones recomputed
+    fit(averaged, tiny_data, replace(config, ema=0.9), device="cpu", progress="none")
+    again = copy.deepcopy(averaged)
+    train_batches.set_epoch(2)
+    recompute_batchnorm(again, train_batches, 64, channels_last=True)
+    for a, b in zip(statistics(averaged), statistics(again)):
+        torch.testing.assert_close(a, b)
 
 
 def test_momentum_cycles_against_the_learning_rate(tiny_data):
