@@ -60,10 +60,11 @@ class TrainConfig:
     on_device_data: bool | None = None  # data held and augmented on the device; None: on CUDA only
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "min_warmup_steps"):
+        for name, least in (("epochs", 1), ("batch_size", 1), ("min_warmup_steps", 1), ("bn_stats_images", 0)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                what = "a positive integer" if least else "a whole number >= 0"
+                raise ValueError(f"{name} must be {what}, got {value!r}")
         if not (isinstance(self.max_lr, (int, float)) and math.isfinite(self.max_lr) and self.max_lr > 0):
             raise ValueError(f"max_lr must be a positive number, got {self.max_lr!r}")
         if self.precision not in PRECISIONS:
@@ -71,10 +72,6 @@ class TrainConfig:
         self.augmentation()  # checks cutout_p and padding
         if self.anneal not in ("cos", "linear"):
             raise ValueError(f"anneal must be 'cos' or 'linear', got {self.anneal!r}")
-        if not isinstance(self.bn_stats_images, int) or isinstance(self.bn_stats_images, bool) \
-                or self.bn_stats_images < 0:
-            raise ValueError(f"bn_stats_images must be a whole number >= 0 (0: running averages), "
-                             f"got {self.bn_stats_images!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema is a decay per step in [0, 1) (0: no average), got {self.ema!r}")
         if not 0 <= self.base_momentum <= self.max_momentum < 1:

@@ -259,10 +259,12 @@ def test_resume_with_other_settings_or_model_is_refused(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": -1}, {"max_lr": 0.0}, {"max_lr": float("nan")},
-                                    {"epochs": 2.5}])
+                                    {"epochs": 2.5}, {"min_warmup_steps": 0}])
 def test_config_rejects_non_positive_values(kwargs):
     with pytest.raises(ValueError, match="positive"):
         TrainConfig(**kwargs)
+    with pytest.raises(ValueError, match="bn_stats_images must be a whole number >= 0"):
+        TrainConfig(bn_stats_images=-1)
 
 
 def test_too_few_batches_for_a_schedule(tiny_data):
