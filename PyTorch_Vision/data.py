@@ -1,8 +1,8 @@
 """CIFAR-10 in memory as uint8 arrays, and the batches training draws from it.
 
 Sources: an ImageFolder copy (`train/<class>/*`, `test/<class>/*`), torchvision's `cifar-10-batches-py`
-folder, or torchvision's download. Two ways to batch it: a DataLoader running the albumentations
-pipeline (the CPU path), or the whole set held on the device and augmented a batch at a time there.
+folder, or torchvision's download. Two ways to batch it: the whole set held on the device and augmented a
+batch at a time there (CUDA and the CPU), or a DataLoader running the albumentations pipeline.
 """
 from __future__ import annotations
 
@@ -224,7 +224,8 @@ def default_num_workers(device: torch.device) -> int:
 
 
 class LoaderBatches:
-    """The CPU path: a DataLoader over the albumentations pipeline; same batches again for the same epoch."""
+    """A DataLoader over the albumentations pipeline (on_device=False, and MPS); same batches again for the same
+    epoch."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform, batch_size: int, train: bool,
                  device: torch.device, seed: int = 0, num_workers: int | None = None):
@@ -287,12 +288,13 @@ class DeviceBatches:
 def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
                  augmentation: Augmentation = Augmentation(), seed: int = 0, on_device: bool | None = None,
                  num_workers: int | None = None):
-    """(train, test) batch sources, training batches augmented by `augmentation`. `on_device` (default: on CUDA)
-    holds the data on the device and augments whole batches there; otherwise a DataLoader runs the
-    albumentations pipelines."""
+    """(train, test) batch sources, training batches augmented by `augmentation`. `on_device` (default: on CUDA
+    and the CPU) holds the data on the device and augments whole batches there, with no worker processes to
+    compete with training for the CPU's cores; otherwise a DataLoader runs the albumentations pipelines (the
+    reference definition, also what MPS gets)."""
     device = torch.device(device)
     if on_device is None:
-        on_device = device.type == "cuda"
+        on_device = device.type in ("cuda", "cpu")
     if on_device:
         return (DeviceBatches(data.train_images, data.train_labels, batch_size, True, data.mean, data.std,
                               device, augmentation, seed),

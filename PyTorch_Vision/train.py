@@ -57,7 +57,8 @@ class TrainConfig:
     precision: str = "auto"         # "auto" (what the hardware runs natively), "bf16", "fp16" or "fp32"
     channels_last: bool = True
     compile: bool = False           # torch.compile: on an H100 <= 8% faster per step, 22-25 s to compile
-    on_device_data: bool | None = None  # data held and augmented on the device; None: on CUDA only
+    on_device_data: bool | None = None  # data held and augmented as whole batches on the device; None: on CUDA
+                                        # and the CPU; False: the albumentations DataLoader
 
     def __post_init__(self):
         for name, least in (("epochs", 1), ("batch_size", 1), ("min_warmup_steps", 1), ("bn_stats_images", 0)):

@@ -1,5 +1,6 @@
-"""Augmentations: albumentations pipelines (the reference definition, used on the CPU path) and the
-same distribution on whole batches of tensors (the device path: no per-image work, no workers).
+"""Augmentations: albumentations pipelines (the reference definition, used by the DataLoader path) and the
+same distribution on whole batches of tensors (what training uses on CUDA and the CPU: no per-image work, no
+workers).
 
 Recipe: pad 4 px with the mean colour, random 32x32 crop (all 81 offsets), horizontal flip,
 one 16x16 CutOut hole (DeVries & Taylor, 2017) filled with the mean colour, normalize. Variants for the recipe

@@ -98,8 +98,9 @@ def test_recipe_options_reach_the_training_config(monkeypatch, tmp_path):
 def test_lr_find_writes_curve_and_suggestion(image_folder, tmp_path):
     root, _ = image_folder
     out = tmp_path / "lr"
-    code = main(["lr-find", "--data-dir", str(root), "--batch-size", "16", "--steps", "5", "--out", str(out),
-                 "--device", "cpu"])
+    # rates up to 0.1 only: five steps to 10 may rise from the first, which the suggestion refuses
+    code = main(["lr-find", "--data-dir", str(root), "--batch-size", "16", "--steps", "5", "--end-lr", "0.1",
+                 "--out", str(out), "--device", "cpu"])
     assert code == 0
     found = json.loads((out / "lr_find.json").read_text())
     assert len(found["lrs"]) == 5 and found["lrs"][0] == pytest.approx(1e-4) and found["batch_size"] == 16
