@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from PyTorch_Vision.checkpoint import load_checkpoint  # noqa: E402
 from PyTorch_Vision.data import CIFAR10Data, load_cifar10, make_batches, make_data  # noqa: E402
 from PyTorch_Vision.evaluation import predict  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
@@ -169,7 +170,7 @@ def checkpoint_penalty(checkpoint: Path, data: CIFAR10Data, pairs: Pairs, device
                        precision: str = "auto") -> dict:
     """A trained run's checkpoint (trained on `data`, the full copy) on the original test images against their
     copies: accuracy on each and the paired difference, per image agreement included."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(checkpoint)  # a missing or corrupt file ends in one line saying so
     model = ResNet18(len(data.classes))
     if ckpt.get("ema"):  # the average is what the run evaluated
         model.load_state_dict({k.removeprefix("module."): v for k, v in ckpt["ema"].items()
