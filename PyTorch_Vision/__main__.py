@@ -9,16 +9,18 @@ import sys
 from pathlib import Path
 
 from .checkpoint import CheckpointError, OutputError, atomic_write, load_checkpoint
+from .config import TrainConfig
 from .data import DataError, load_cifar10
 from .history import History, results_markdown
 from .lr_finder import lr_find
 from .models import ResNet18, summary
+from .plots import plot_lr_find
 from .precision import PRECISIONS, choose_precision
 from .report import make_report
 from .settings import count, positive_float, positive_int, share
+from .train import fit
 from .transforms import PADDINGS
-from .train import TrainConfig, fit
-from .utils import device_name, plot_lr_find, resolve_device, seed_everything
+from .utils import device_name, resolve_device, seed_everything
 
 def _checked(parse):
     """An argparse type from a settings parser: its message becomes argparse's one-line usage error."""

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .config import TrainConfig
 from .data import CIFAR10Data
 from .evaluation import predict
-from .train import TrainConfig, prepare
+from .train import prepare
 from .utils import default_device
 
 

@@ -1,6 +1,7 @@
 """The one evaluation of a model over a data set, used by training (the test loss and accuracy of every
 epoch), by the report (misclassified images, confusion matrix) and for flip test-time augmentation, so every
-figure of one model comes from the same numbers."""
+figure of one model comes from the same numbers; and what those numbers make: the confusion matrix, per-class
+accuracy."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,3 +71,15 @@ def misclassified(preds: Predictions, n: int = 10) -> torch.Tensor:
     wrong = (preds.predicted != preds.labels).nonzero().flatten()
     order = preds.confidence[wrong].argsort(descending=True, stable=True)
     return wrong[order[:n]]
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) counts: row = true class, column = predicted class."""
+    idx = labels.long() * num_classes + predicted.long()
+    return torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def per_class_accuracy(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes,) accuracy in percent for each true class (NaN where a class has no examples)."""
+    matrix = confusion_matrix(labels, predicted, num_classes).float()
+    return 100 * matrix.diag() / matrix.sum(1)

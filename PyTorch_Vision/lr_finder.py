@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import TrainConfig
 from .data import CIFAR10Data
-from .train import TrainConfig, prepare
+from .train import prepare
 
 
 @dataclass

@@ -10,15 +10,15 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from .config import TrainConfig
 from .data import CIFAR10Data, make_batches
 from .evaluation import Predictions, misclassified, predict
 from .faithfulness import deletion_curves
 from .gradcam import GradCAM
 from .history import History
+from .plots import plot_confusion, plot_gradcam, plot_history, plot_misclassified
 from .precision import choose_precision
-from .train import TrainConfig
-from .utils import (code_version, default_device, denormalize, device_name, markdown_table, plot_confusion,
-                    plot_gradcam, plot_history, plot_misclassified)
+from .utils import code_version, default_device, denormalize, device_name, markdown_table
 
 
 @dataclass

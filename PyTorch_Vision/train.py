@@ -1,5 +1,6 @@
-"""Training: SGD + Nesterov with a per-batch OneCycle schedule, mixed precision, channels_last, and
-checkpoints during and after every epoch so that an interrupted run resumes to the same result."""
+"""Training: the step (SGD + Nesterov, mixed precision, channels_last), the epoch loop stepping the schedule of
+schedule.py every batch, and checkpoints during and after every epoch so that an interrupted run resumes to the
+same result."""
 from __future__ import annotations
 
 import contextlib
@@ -21,69 +22,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, atomic_write, check_resumable, load_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .data import CIFAR10Data, make_batches
 from .evaluation import FP32, predict
 from .history import History
-from .precision import PRECISIONS, Precision, choose_precision
-from .transforms import Augmentation
+from .precision import Precision, choose_precision
+from .schedule import make_scheduler, warmup_and_peak
 from .utils import default_device, device_name, progress_bar
-
-
-@dataclass
-class TrainConfig:
-    """The recipe. Defaults are the 20-epoch ResNet18 recipe (see README: "Recipe")."""
-
-    epochs: int = 20
-    batch_size: int = 512
-    max_lr: float = 0.4
-    max_momentum: float = 0.95      # SGD momentum, cycled by OneCycle against the LR: max_momentum at the start
-    base_momentum: float = 0.85     # and the end, base_momentum at the LR's peak
-    weight_decay: float = 5e-4      # not applied to BatchNorm weights or biases
-    label_smoothing: float = 0.1
-    pct_start: float = 0.25         # share of the steps spent warming up to max_lr
-    min_warmup_steps: int = 100     # the LR climbs to max_lr over no fewer batches; shorter runs peak lower
-    anneal: str = "cos"             # the LR's shape in both phases: "cos" or "linear"
-    div_factor: float = 25.0        # initial lr = max_lr / div_factor
-    final_div_factor: float = 1e4   # final lr = initial lr / final_div_factor
-    flip: bool = True
-    cutout: bool = True             # the 16x16 CutOut hole; off only for ablations
-    cutout_p: float = 1.0           # share of the images that get the hole
-    cutout_anywhere: bool = False   # hole centre anywhere, clipped at the border (DeVries & Taylor); else inside
-    padding: str = "mean"           # the crop's 4-px border: "mean" colour or "reflect"
-    ema: float = 0.0                # decay per step of an average of the weights used for evaluation; 0: none
-    bn_stats_images: int = 2048     # BatchNorm statistics recomputed over this many training images before each
-                                    # evaluation; 0: BatchNorm's running averages
-    seed: int = 0
-    precision: str = "auto"         # "auto" (what the hardware runs natively), "bf16", "fp16" or "fp32"
-    channels_last: bool = True
-    compile: bool = False           # torch.compile: on an H100 <= 8% faster per step, 22-25 s to compile
-    on_device_data: bool | None = None  # data held and augmented as whole batches on the device; None: on CUDA
-                                        # and the CPU; False: the albumentations DataLoader
-
-    def __post_init__(self):
-        for name, least in (("epochs", 1), ("batch_size", 1), ("min_warmup_steps", 1), ("bn_stats_images", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                what = "a positive integer" if least else "a whole number >= 0"
-                raise ValueError(f"{name} must be {what}, got {value!r}")
-        if not (isinstance(self.max_lr, (int, float)) and math.isfinite(self.max_lr) and self.max_lr > 0):
-            raise ValueError(f"max_lr must be a positive number, got {self.max_lr!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        self.augmentation()  # checks cutout_p and padding
-        if self.anneal not in ("cos", "linear"):
-            raise ValueError(f"anneal must be 'cos' or 'linear', got {self.anneal!r}")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"ema is a decay per step in [0, 1) (0: no average), got {self.ema!r}")
-        if not 0 <= self.base_momentum <= self.max_momentum < 1:
-            raise ValueError(f"need 0 <= base_momentum <= max_momentum < 1, got {self.base_momentum}, "
-                             f"{self.max_momentum}")
-        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or not 0 < self.pct_start < 1:
-            raise ValueError("weight_decay must be >= 0, label_smoothing in [0, 1), pct_start in (0, 1)")
-
-    def augmentation(self) -> Augmentation:
-        """The training augmentation this config asks for."""
-        return Augmentation(self.flip, self.cutout, self.cutout_p, self.cutout_anywhere, self.padding)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -92,32 +37,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.SGD(groups, lr=config.max_lr, momentum=config.max_momentum, nesterov=True)
-
-
-def warmup_and_peak(config: TrainConfig, total_steps: int) -> tuple[float, float]:
-    """The schedule's warm-up length (in batches) and peak LR for a run of `total_steps` batches.
-
-    The peak is max_lr, or max_lr * warm-up / min_warmup_steps when the warm-up is shorter than that: the LR
-    never climbs faster than the recipe allows. A fresh network blows up when the LR jumps to 0.4 within a few
-    batches (README, "Short runs"); the 20-epoch recipe warms up over 490 batches and is not affected."""
-    pct_start = min(max(config.pct_start, 2 / total_steps), 1 - 1 / total_steps)  # both phases >= one step
-    warmup = pct_start * total_steps
-    return warmup, config.max_lr * min(1.0, warmup / config.min_warmup_steps)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """OneCycleLR over every batch of every epoch (stepped once per batch): the LR warms up to the peak of
-    `warmup_and_peak`, then anneals, and the momentum moves the other way, from max_momentum to base_momentum at
-    the LR's peak and back."""
-    total = config.epochs * steps_per_epoch
-    if total < 3:
-        raise ValueError(f"a OneCycle schedule needs at least 3 training batches in all, this run has {total}: "
-                         "use more epochs, more images or a smaller batch size")
-    warmup, peak = warmup_and_peak(config, total)
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=peak, total_steps=total, pct_start=warmup / total, div_factor=config.div_factor,
-        final_div_factor=config.final_div_factor, anneal_strategy=config.anneal, base_momentum=config.base_momentum,
-        max_momentum=config.max_momentum)
 
 
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
@@ -301,15 +220,8 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         raise ValueError(f"progress must be 'bar', 'epoch' or 'none', got {progress!r}")
     if not checkpoint_seconds >= 0:
         raise ValueError(f"checkpoint_seconds must be >= 0 (0: after every batch), got {checkpoint_seconds!r}")
-    out = Path(out_dir) if out_dir is not None else None
+    out = _output_folder(out_dir, resume)
     ckpt_path = out / "checkpoint.pt" if out else None
-    if resume and out is None:
-        raise ValueError("resume needs out_dir: the folder holding checkpoint.pt")
-    if out is not None and out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file, not a folder: choose a folder for the run's outputs")
-    if out is not None and not resume and ckpt_path.exists():
-        raise CheckpointError(f"{out} already holds a run (checkpoint.pt); resume it (--resume / resume=True) "
-                              "or choose another output folder: nothing was overwritten")
 
     s = prepare(model, data, config, device)
     optimizer, scaler, train_batches = s.optimizer, s.scaler, s.train_batches
@@ -326,21 +238,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
                    f"so the LR peaks at {peak:.3g} instead of max_lr {config.max_lr}", file=sys.stdout)
     partial = None
     if resume:
-        ckpt = load_checkpoint(ckpt_path)
-        check_resumable(ckpt, config, data.fingerprint(), ckpt_path)
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not fit this model ({str(e).splitlines()[0]}); "
-                                  "resume with the model it was trained with") from None
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        history = History.from_dict(ckpt["history"])
-        partial = EpochProgress(**ckpt["partial"]) if ckpt.get("partial") else None
+        history, partial = _restore(ckpt_path, model, optimizer, scheduler, scaler, ema, config, data)
         if progress != "none":
             for i in range(len(history)):  # so that a resumed run's output still has every epoch's line
                 tqdm.write(_epoch_line(history, i, config.epochs), file=sys.stdout)
@@ -361,7 +259,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
             "scaler": scaler.state_dict() if scaler is not None else None, "history": history.to_dict(),
             "ema": ema.state_dict() if ema is not None else None,
             "config": asdict(config), "data": data.fingerprint(),
-            "partial": asdict(partial) if partial is not None else None})
+            "partial": asdict(partial) if partial is not None else None})  # what _restore reads back
 
     def save_partial(p: EpochProgress) -> None:
         nonlocal kept
@@ -421,6 +319,42 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     if ema is not None:  # the model handed back is the one every evaluation measured
         model.load_state_dict(ema.module.state_dict())
     return history
+
+
+def _output_folder(out_dir: str | os.PathLike | None, resume: bool) -> Path | None:
+    """The run's folder as a Path, refused before any work when it cannot take this run: a file, another run's
+    folder (unless resuming), or no folder to resume from."""
+    if out_dir is None:
+        if resume:
+            raise ValueError("resume needs out_dir: the folder holding checkpoint.pt")
+        return None
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder: choose a folder for the run's outputs")
+    if not resume and (out / "checkpoint.pt").exists():
+        raise CheckpointError(f"{out} already holds a run (checkpoint.pt); resume it (--resume / resume=True) "
+                              "or choose another output folder: nothing was overwritten")
+    return out
+
+
+def _restore(path: Path, model: nn.Module, optimizer, scheduler, scaler, ema, config: TrainConfig,
+             data: CIFAR10Data) -> tuple[History, EpochProgress | None]:
+    """Load the state `fit` saved at `path` into model, optimizer, scheduler, scaler and ema, once it is shown
+    to be this run's (same settings, same data); returns its History and, if saved mid-epoch, its progress."""
+    ckpt = load_checkpoint(path)
+    check_resumable(ckpt, config, data.fingerprint(), path)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0]}); "
+                              "resume with the model it was trained with") from None
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    if ema is not None:
+        ema.load_state_dict(ckpt["ema"])
+    return History.from_dict(ckpt["history"]), EpochProgress(**ckpt["partial"]) if ckpt.get("partial") else None
 
 
 @contextlib.contextmanager

@@ -22,11 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from PyTorch_Vision.config import TrainConfig  # noqa: E402
 from PyTorch_Vision.data import load_cifar10, make_batches, make_data  # noqa: E402
 from PyTorch_Vision.estimate import images_per_second  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
 from PyTorch_Vision.precision import PRECISIONS, Precision, choose_precision  # noqa: E402
-from PyTorch_Vision.train import TrainConfig, make_optimizer, make_step  # noqa: E402
+from PyTorch_Vision.train import make_optimizer, make_step  # noqa: E402
 from PyTorch_Vision.utils import default_device, device_name  # noqa: E402
 
 EPOCH = 50_000

@@ -29,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from PyTorch_Vision.checkpoint import load_checkpoint  # noqa: E402
+from PyTorch_Vision.config import TrainConfig  # noqa: E402
 from PyTorch_Vision.data import CIFAR10Data, load_cifar10, make_batches, make_data  # noqa: E402
 from PyTorch_Vision.evaluation import predict  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
 from PyTorch_Vision.precision import choose_precision  # noqa: E402
-from PyTorch_Vision.train import TrainConfig, fit  # noqa: E402
+from PyTorch_Vision.train import fit  # noqa: E402
 from PyTorch_Vision.utils import device_name, resolve_device, seed_everything  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

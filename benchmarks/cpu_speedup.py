@@ -22,10 +22,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from PyTorch_Vision.config import TrainConfig  # noqa: E402
 from PyTorch_Vision.data import AugmentedDataset, load_cifar10, make_data  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
 from PyTorch_Vision.precision import choose_precision  # noqa: E402
-from PyTorch_Vision.train import TrainConfig, fit  # noqa: E402
+from PyTorch_Vision.train import fit  # noqa: E402
 from PyTorch_Vision.transforms import train_transforms  # noqa: E402
 from PyTorch_Vision.utils import device_name  # noqa: E402
 

@@ -23,8 +23,9 @@ from PyTorch_Vision.checkpoint import load_checkpoint  # noqa: E402
 from PyTorch_Vision.data import load_cifar10  # noqa: E402
 from PyTorch_Vision.faithfulness import FILLS, faithfulness_markdown, measure_layers  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
+from PyTorch_Vision.plots import plot_deletion_curves  # noqa: E402
 from PyTorch_Vision.transforms import batch_normalize  # noqa: E402
-from PyTorch_Vision.utils import default_device, device_name, plot_deletion_curves  # noqa: E402
+from PyTorch_Vision.utils import default_device, device_name  # noqa: E402
 
 
 def main() -> None:

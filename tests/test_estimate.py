@@ -4,8 +4,8 @@ import torch
 
 import PyTorch_Vision.estimate as estimate_module
 from conftest import TinyNet
+from PyTorch_Vision.config import TrainConfig
 from PyTorch_Vision.estimate import RunEstimate, estimate_run, images_per_second
-from PyTorch_Vision.train import TrainConfig
 
 
 def test_images_per_second_times_only_the_calls_after_warm_up(monkeypatch):

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from conftest import TinyNet
+from PyTorch_Vision.config import TrainConfig
 from PyTorch_Vision.data import make_batches
-from PyTorch_Vision.evaluation import Predictions, misclassified, predict
-from PyTorch_Vision.train import TrainConfig, fit
+from PyTorch_Vision.evaluation import Predictions, confusion_matrix, misclassified, per_class_accuracy, predict
+from PyTorch_Vision.train import fit
 
 
 def test_misclassified_most_confident_first():
@@ -115,3 +116,10 @@ def test_the_gallery_can_title_each_heatmap_with_its_deletion_gap(tiny_data):
     titles = [ax.get_title() for ax in report.gradcam.axes[1::3]]
     assert titles == [f"CAM pred: {tiny_data.classes[p]}\ndeletion gap {g:.2f}" for p, g in zip(predicted, gaps)]
     assert "layer3.1" in report.gradcam._suptitle.get_text()
+
+
+def test_confusion_matrix_and_per_class_accuracy():
+    labels, predicted = torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 0])
+    m = confusion_matrix(labels, predicted, 3)
+    assert m.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert per_class_accuracy(labels, predicted, 3).tolist() == [50.0, 100.0, 0.0]

@@ -99,7 +99,7 @@ def test_the_randomisation_check_compares_with_a_fresh_copy_and_leaves_the_model
 def test_measure_layers_ranks_layers_and_draws_the_curves(tmp_path):
     from PyTorch_Vision.faithfulness import faithfulness_markdown, measure_layers
     from PyTorch_Vision.models import ResNet18
-    from PyTorch_Vision.utils import plot_deletion_curves
+    from PyTorch_Vision.plots import plot_deletion_curves
 
     torch.manual_seed(0)
     model = ResNet18().eval()

@@ -12,10 +12,11 @@ import torch
 import PyTorch_Vision.checkpoint as checkpoint_module
 from conftest import CrashAfter, TinyNet
 from PyTorch_Vision.checkpoint import OutputError, atomic_write, load_checkpoint
+from PyTorch_Vision.config import TrainConfig
 from PyTorch_Vision.data import DataError, make_data
 from PyTorch_Vision.history import HISTORY_KEYS, History
 from PyTorch_Vision.settings import SettingError, env_setting, positive_int, switch
-from PyTorch_Vision.train import TrainConfig, fit
+from PyTorch_Vision.train import fit
 
 # 192 train images: 6 batches an epoch; TinyNet needs no long warm-up
 CONFIG = TrainConfig(epochs=3, batch_size=32, max_lr=0.05, seed=0, min_warmup_steps=1)

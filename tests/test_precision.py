@@ -10,9 +10,10 @@ from torch import nn
 
 import PyTorch_Vision.precision as precision_module
 from conftest import TinyNet
-from PyTorch_Vision.precision import Precision, choose_precision
+from PyTorch_Vision.config import TrainConfig
 from PyTorch_Vision.lr_finder import lr_find
-from PyTorch_Vision.train import TrainConfig, fit, make_optimizer, make_step
+from PyTorch_Vision.precision import Precision, choose_precision
+from PyTorch_Vision.train import fit, make_optimizer, make_step
 
 CONFIG = TrainConfig(epochs=2, batch_size=16, max_lr=0.05, seed=0, precision="fp16", min_warmup_steps=1)
 

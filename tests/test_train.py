@@ -9,11 +9,12 @@ from torch import nn
 
 from conftest import CrashAfter, TinyNet
 from PyTorch_Vision.checkpoint import CheckpointError, load_checkpoint
+from PyTorch_Vision.config import TrainConfig
 from PyTorch_Vision.data import make_batches, make_data, synthetic_cifar10
 from PyTorch_Vision.history import HISTORY_KEYS, History
 from PyTorch_Vision.models import ResNet18
 from PyTorch_Vision.precision import choose_precision
-from PyTorch_Vision.train import TrainConfig, fit, make_optimizer, recompute_batchnorm
+from PyTorch_Vision.train import fit, make_optimizer, recompute_batchnorm
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 CONFIG = TrainConfig(epochs=4, batch_size=32, max_lr=0.05, seed=0, min_warmup_steps=1)  # TinyNet: no long warm-up
@@ -61,7 +62,7 @@ def test_one_cycle_is_stepped_every_batch(tiny_data):
 def test_short_runs_warm_up_no_faster_than_the_recipe():
     """A run whose warm-up is shorter than min_warmup_steps peaks lower, in proportion; longer runs, the 20-epoch
     recipe among them (98 batches an epoch on 50,000 images), keep max_lr exactly."""
-    from PyTorch_Vision.train import make_scheduler, warmup_and_peak
+    from PyTorch_Vision.schedule import make_scheduler, warmup_and_peak
 
     recipe = TrainConfig()
     assert warmup_and_peak(recipe, 20 * 98) == (490, recipe.max_lr)
@@ -139,7 +140,7 @@ def test_batchnorm_statistics_change_the_evaluation_not_the_training(tiny_data):
 
 def test_momentum_cycles_against_the_learning_rate(tiny_data):
     """OneCycle moves Nesterov momentum opposite to the LR: 0.95 at the start and end, 0.85 at the LR's peak."""
-    from PyTorch_Vision.train import make_scheduler
+    from PyTorch_Vision.schedule import make_scheduler
 
     config = replace(CONFIG, epochs=4, pct_start=0.25)
     optimizer = make_optimizer(TinyNet(), config)

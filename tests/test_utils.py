@@ -2,12 +2,9 @@ import builtins
 
 import pytest
 
-import matplotlib.figure
 import torch
 
-from PyTorch_Vision.history import History
-from PyTorch_Vision.utils import (confusion_matrix, denormalize, device_name, per_class_accuracy, plot_confusion,
-                                  plot_history, plot_misclassified, show_images, usable_cores)
+from PyTorch_Vision.utils import denormalize, device_name, usable_cores
 
 
 def test_device_name_names_the_cpu_model_and_cores(monkeypatch, tmp_path):
@@ -33,34 +30,6 @@ def test_denormalize_inverts_and_does_not_mutate():
     copy = normalized.clone()
     torch.testing.assert_close(denormalize(normalized, mean, std), x)
     assert torch.equal(normalized, copy)
-
-
-def test_confusion_matrix_and_per_class_accuracy():
-    labels, predicted = torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 0])
-    m = confusion_matrix(labels, predicted, 3)
-    assert m.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
-    assert per_class_accuracy(labels, predicted, 3).tolist() == [50.0, 100.0, 0.0]
-
-
-def test_figures_are_returned_and_saved(tmp_path):
-    h = History()
-    for e in range(1, 4):
-        h.append(epoch=e, train_loss=2.0 / e, train_acc=30.0 * e, test_loss=2.1 / e, test_acc=29.0 * e,
-                 lr=0.1, epoch_seconds=1.0)
-    fig = plot_history(h, tmp_path / "plots" / "curves.png")
-    assert isinstance(fig, matplotlib.figure.Figure) and (tmp_path / "plots" / "curves.png").stat().st_size > 0
-    labels = {ax.get_xlabel() for ax in fig.axes} | {ax.get_ylabel() for ax in fig.axes}
-    assert {"epoch", "loss (cross-entropy)", "accuracy (%)"} <= labels
-    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
-
-    images = torch.rand(3, 3, 8, 8)
-    fig = plot_misclassified(images, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 0]), torch.tensor([.9, .8, .7]),
-                             ["a", "b", "c"], ncols=3, path=tmp_path / "wrong.png")
-    assert fig.axes[0].get_title() == "true: a\npred: b (90%)"
-    assert (tmp_path / "wrong.png").exists()
-    assert len(show_images(images, 1, 3).axes) == 3
-    fig = plot_confusion(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0]), ["a", "b", "c"], tmp_path / "cm.png")
-    assert "66.67%" in fig.axes[0].get_title()
 
 
 def test_progress_bar_is_a_widget_in_a_notebook_with_ipywidgets_and_text_elsewhere(monkeypatch):
