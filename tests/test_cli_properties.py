@@ -19,7 +19,7 @@ import PyTorch_Vision.__main__ as cli
 from conftest import write_image_folder
 from PyTorch_Vision.data import synthetic_cifar10
 
-RUNS, MISTAKES = 30, 150  # examples of each test; see the README for their time
+RUNS, MISTAKES = 30, 150  # examples of each test; their time: docs/FAULTS.md
 
 
 class SmallNet(nn.Module):
