@@ -1,0 +1,77 @@
+"""The package's shape: modules of a readable size, imports running one way, figures in plots.py, a short
+README. What the committed notebook still imports from utils is all that utils may hand on."""
+import ast
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "PyTorch_Vision"
+MAX_LINES, MAX_SHARE, README_LINES = 350, 0.30, 150
+
+
+def non_blank_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines() if line.strip())
+
+
+def package_imports(path: Path) -> dict[str, set[str]]:
+    """{module imported from this package: names imported}, from a module's relative imports."""
+    found: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            found.setdefault(node.module, set()).update(alias.name for alias in node.names)
+    return found
+
+
+def test_every_module_is_at_most_350_lines_and_30_percent_of_the_package():
+    sizes = {p.name: non_blank_lines(p) for p in PACKAGE.glob("*.py")}
+    total = sum(sizes.values())
+    too_big = {name: n for name, n in sizes.items() if n > MAX_LINES or n > MAX_SHARE * total}
+    assert not too_big, f"split these modules by job (non-blank lines, of {total}): {too_big}"
+
+
+def test_imports_run_one_way():
+    graph = {p.stem: set(package_imports(p)) for p in PACKAGE.glob("*.py")}
+    done, path = set(), []
+
+    def visit(module):
+        assert module not in path, "import cycle: " + " -> ".join(path[path.index(module):] + [module])
+        if module in done:
+            return
+        path.append(module)
+        for imported in graph.get(module, ()):
+            visit(imported)
+        path.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)
+
+
+def notebook_names_from_utils(notebook: Path) -> set[str]:
+    names = set()
+    for cell in json.loads(notebook.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "\n".join(line for line in "".join(cell["source"]).splitlines() if not line.startswith("%"))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.module == "PyTorch_Vision.utils":
+                names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_figures_live_in_plots_and_utils_hands_on_only_what_the_committed_notebook_needs():
+    utils = ast.parse((PACKAGE / "utils.py").read_text())
+    defined = {node.name for node in utils.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert not {name for name in defined if name.startswith("plot_") or name == "show_images"}, \
+        "figures belong in plots.py"
+    handed_on = set().union(*package_imports(PACKAGE / "utils.py").values())
+    needed = notebook_names_from_utils(ROOT / "S11_ResNet18.ipynb")
+    assert handed_on <= needed, (f"utils imports {sorted(handed_on - needed)} that S11_ResNet18.ipynb no longer "
+                                 "imports from it: delete them from utils.py")
+
+
+def test_readme_is_short_and_holds_the_two_commands():
+    readme = (ROOT / "README.md").read_text().splitlines()
+    assert len(readme) <= README_LINES, f"README.md has {len(readme)} lines; move detail to docs/"
+    commands = [line for line in readme if line.startswith("python3 -m venv .venv && ")]
+    assert len(commands) == 2 and "PyTorch_Vision train" in commands[0] and "pytest --nbmake" in commands[1]
