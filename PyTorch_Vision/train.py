@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, atomic_write, check_resumable, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import CIFAR10Data, make_batches
-from .evaluation import FP32, predict
+from .evaluation import FP32, Predictions, predict
 from .history import History
 from .precision import Precision, choose_precision
 from .schedule import make_scheduler, warmup_and_peak
@@ -300,13 +300,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
             if not math.isfinite(train_loss):
                 raise diverged(f"training loss became {train_loss}")
             start = time.perf_counter()
-            evaluated = ema.module if ema is not None else model
-            if config.bn_stats_images:
-                train_batches.set_epoch(epoch)  # this epoch's augmented batches again, from the first
-                recompute_batchnorm(evaluated, train_batches, config.bn_stats_images, s.precision,
-                                    config.channels_last)
-            test = predict(evaluated, s.test_batches, s.precision, config.channels_last, s.criterion,
-                           keep_images=False)
+            test = _evaluate(ema.module if ema is not None else model, s, config, epoch)
             history.append(epoch=epoch, train_loss=train_loss, train_acc=100 * done.correct / done.seen,
                            test_loss=test.loss, test_acc=test.accuracy, lr=done.lr,
                            epoch_seconds=done.seconds + time.perf_counter() - start, skipped_steps=done.skipped)
@@ -319,6 +313,15 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     if ema is not None:  # the model handed back is the one every evaluation measured
         model.load_state_dict(ema.module.state_dict())
     return history
+
+
+def _evaluate(model: nn.Module, s: Setup, config: TrainConfig, epoch: int) -> Predictions:
+    """An epoch's test figures (Predictions without images): BatchNorm statistics first recomputed over this
+    epoch's augmented batches, from the first, when `config.bn_stats_images` asks for it."""
+    if config.bn_stats_images:
+        s.train_batches.set_epoch(epoch)
+        recompute_batchnorm(model, s.train_batches, config.bn_stats_images, s.precision, config.channels_last)
+    return predict(model, s.test_batches, s.precision, config.channels_last, s.criterion, keep_images=False)
 
 
 def _output_folder(out_dir: str | os.PathLike | None, resume: bool) -> Path | None:
