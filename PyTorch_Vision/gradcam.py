@@ -67,7 +67,7 @@ class BaseCAM:
         return scale_per_map(cam)
 
     # Only for the committed notebook, run before hooks became per call: it still says `with GradCAM(...) as
-    # cam`. Remove both with its next run (benchmarks/GPU_QUEUE.md); a CAM holds nothing to release.
+    # cam`. Remove both with its next run (docs/NOTEBOOK_RUN.md); a CAM holds nothing to release.
     def __enter__(self):
         return self
 

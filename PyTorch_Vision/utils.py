@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 # The committed notebook (S11_ResNet18.ipynb, a full run of an older commit) imports these from here, and its
-# cells cannot change without a new full run. Delete the two lines with that run (benchmarks/GPU_QUEUE.md).
+# cells cannot change without a new full run. Delete the two lines with that run (docs/NOTEBOOK_RUN.md).
 from .evaluation import misclassified, predict  # noqa: F401
 from .plots import plot_confusion, plot_gradcam, plot_history, plot_misclassified, show_images  # noqa: F401
 
