@@ -23,7 +23,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from PyTorch_Vision.config import TrainConfig  # noqa: E402
-from PyTorch_Vision.data import AugmentedDataset, load_cifar10, make_data  # noqa: E402
+from PyTorch_Vision.data import AugmentedDataset, load_cifar10, synthetic_cifar10  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
 from PyTorch_Vision.precision import choose_precision  # noqa: E402
 from PyTorch_Vision.train import fit  # noqa: E402
@@ -64,7 +64,7 @@ def plain_epoch_rate(data, batch_size: int, workers: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 copy; default: random images")
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 copy; default: the synthetic stand-in")
     p.add_argument("--images", type=int, default=2048)
     p.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
     p.add_argument("--workers", type=int, default=2, help="the plain loop's DataLoader workers")
@@ -74,10 +74,7 @@ def main() -> None:
     if args.data_dir:
         data = load_cifar10(args.data_dir, download=False, limit_train=args.images, limit_test=256)
     else:
-        g = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (args.images, 32, 32, 3), dtype=torch.uint8, generator=g).numpy()
-        labels = torch.randint(0, 10, (args.images,), generator=g).numpy()
-        data = make_data(images, labels, images[:256], labels[:256], [str(i) for i in range(10)], "random images")
+        data = synthetic_cifar10(n_train=args.images, n_test=256)
     config = TrainConfig(epochs=2, batch_size=args.batch_size, compile=args.compile)
     print(f"{device_name('cpu')}; flags: {' '.join(cpu_flags()) or 'unknown'}; torch {torch.__version__}; "
           f"{data.source}, {len(data.train_labels)} train / {len(data.test_labels)} test images; batch "
