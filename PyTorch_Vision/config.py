@@ -8,13 +8,13 @@ from .precision import PRECISIONS
 from .transforms import Augmentation
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """The recipe. Defaults are the 20-epoch ResNet18 recipe (why these values: docs/RECIPE.md)."""
 
     epochs: int = 20
-    batch_size: int = 512
-    max_lr: float = 0.4
+    batch_size: int = 128
+    max_lr: float = 0.1
     max_momentum: float = 0.95      # SGD momentum, cycled by OneCycle against the LR: max_momentum at the start
     base_momentum: float = 0.85     # and the end, base_momentum at the LR's peak
     weight_decay: float = 5e-4      # not applied to BatchNorm weights or biases
@@ -26,14 +26,15 @@ class TrainConfig:
     final_div_factor: float = 1e4   # final lr = initial lr / final_div_factor
     flip: bool = True
     cutout: bool = True             # the 16x16 CutOut hole; off only for ablations
-    cutout_p: float = 1.0           # share of the images that get the hole
+    cutout_p: float = 0.5           # share of the images that get the hole (the reference's p=0.5)
     cutout_anywhere: bool = False   # hole centre anywhere, clipped at the border (DeVries & Taylor); else inside
     padding: str = "mean"           # the crop's 4-px border: "mean" colour or "reflect"
     ema: float = 0.0                # decay per step of an average of the weights used for evaluation; 0: none
     bn_stats_images: int = 2048     # BatchNorm statistics recomputed over this many training images before each
                                     # evaluation; 0: BatchNorm's running averages
     seed: int = 0
-    precision: str = "auto"         # "auto" (what the hardware runs natively), "bf16", "fp16" or "fp32"
+    precision: str = "auto"         # "auto" (bf16/fp16 on GPUs by kind, the faster of bf16/fp32 on a CPU), "bf16",
+                                    # "fp16" or "fp32"
     channels_last: bool = True
     compile: bool = False           # torch.compile: on an H100 <= 8% faster per step, 22-25 s to compile
     on_device_data: bool | None = None  # data held and augmented as whole batches on the device; None: on CUDA

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -279,8 +279,7 @@ class DeviceBatches:
                 idx = order[idx]
             images, labels = self.images[idx], self.labels[idx]
             if self.train:
-                yield batch_train_augment(images, self.mean, self.std, generator=self.generator,
-                                          **asdict(self.augmentation)), labels
+                yield batch_train_augment(images, self.mean, self.std, self.augmentation, self.generator), labels
             else:
                 yield batch_normalize(images, self.mean, self.std), labels
 
@@ -300,7 +299,7 @@ def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
                               device, augmentation, seed),
                 DeviceBatches(data.test_images, data.test_labels, batch_size, False, data.mean, data.std, device))
     return (LoaderBatches(data.train_images, data.train_labels,
-                          train_transforms(data.mean, data.std, **asdict(augmentation)),
+                          train_transforms(data.mean, data.std, augmentation),
                           batch_size, True, device, seed, num_workers),
             LoaderBatches(data.test_images, data.test_labels, test_transforms(data.mean, data.std),
                           batch_size, False, device, seed, num_workers))

@@ -189,3 +189,13 @@ def faithfulness_markdown(results: list[LayerFaithfulness]) -> str:
         ("layer", "map", "deletion gap", "random heatmap gap", "rank correlation with re-initialised model"),
         [(r.layer, f"{r.map_size}x{r.map_size}", f"{r.deletion_gap:.3f}", f"{r.random_cam_gap:.3f}",
           f"{r.randomised_correlation:.2f}") for r in results])
+
+
+def favoured_layer(checks: dict[str, list[LayerFaithfulness]]) -> tuple[str, LayerFaithfulness]:
+    """(fill, layer) chosen by measurement from `checks` (fill -> measure_layers' results): the fill under which
+    the best layer stands furthest above the random-heatmap control (the erasure that tells heatmaps apart
+    best), and under it the layer with the largest mean deletion gap."""
+    def best(results: list[LayerFaithfulness]) -> LayerFaithfulness:
+        return max(results, key=lambda r: r.deletion_gap)
+    fill = max(checks, key=lambda f: best(checks[f]).deletion_gap - best(checks[f]).random_cam_gap)
+    return fill, best(checks[fill])

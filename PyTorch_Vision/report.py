@@ -18,6 +18,7 @@ from .gradcam import GradCAM
 from .history import History
 from .plots import plot_confusion, plot_gradcam, plot_history, plot_misclassified
 from .precision import choose_precision
+from .train import recorded_precision
 from .utils import code_version, default_device, denormalize, device_name, markdown_table
 
 
@@ -48,7 +49,7 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
     `cam_layer`: the GradCAM target, a submodule name of `model` ("layer4.1" is ResNet18's `layer4[-1]`);
     `cam_scores`: title each predicted-class heatmap with its deletion gap (faithfulness.py)."""
     device = torch.device(device) if device is not None else default_device()
-    precision = choose_precision(device, config.precision)
+    precision = recorded_precision(history.run, device, config) or choose_precision(device, config.precision)
     out = Path(out_dir) if out_dir is not None else None
     path = (lambda name: out / name) if out is not None else (lambda name: None)
     _, test_batches = make_batches(data, config.batch_size, device, seed=config.seed, on_device=config.on_device_data)
@@ -56,21 +57,14 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
     preds = predict(model, test_batches, precision, config.channels_last, criterion)
     tta = predict(model, test_batches, precision, config.channels_last, criterion, flip_tta=True, keep_images=False)
     wrong = misclassified(preds, n_wrong)
-    inputs, shown = preds.images[wrong], denormalize(preds.images[wrong], data.mean, data.std)
-    labels, predicted = preds.labels[wrong], preds.predicted[wrong]
-    cam = GradCAM(model, model.get_submodule(cam_layer))
-    scores = None
-    if cam_scores and len(wrong):
-        curves = deletion_curves(model, inputs, predicted, cam(inputs, predicted),
-                                 generator=torch.Generator().manual_seed(config.seed))
-        scores = curves.deletion_gap.tolist()
+    shown = denormalize(preds.images[wrong], data.mean, data.std)
     return Report(
         preds, tta, wrong,
         curves=plot_history(history, path("loss_accuracy.png")),
-        misclassified=plot_misclassified(shown, labels, predicted, preds.confidence[wrong], data.classes,
-                                         path=path("misclassified.png")),
-        gradcam=plot_gradcam(cam, inputs, shown, labels, predicted, data.classes, cam_layer,
-                             path=path("misclassified_gradcam.png"), scores=scores),
+        misclassified=plot_misclassified(shown, preds.labels[wrong], preds.predicted[wrong], preds.confidence[wrong],
+                                         data.classes, path=path("misclassified.png")),
+        gradcam=gradcam_gallery(model, data, preds, wrong, cam_layer, "mean" if cam_scores else None,
+                                config.seed, path("misclassified_gradcam.png")),
         confusion=plot_confusion(preds.labels, preds.predicted, data.classes, path("confusion_matrix.png")),
         summary=history.summary() + [
             ("final model with flip test-time augmentation", f"{tta.accuracy:.2f}%"),
@@ -83,3 +77,20 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
                 f"{k}={v}" for k, v in asdict(config).items()
                 if k not in ("seed", "batch_size", "max_lr", "epochs") and v != getattr(TrainConfig(), k)) or "none"),
             ("code", code_version())])
+
+
+def gradcam_gallery(model: nn.Module, data: CIFAR10Data, predictions: Predictions, shown: torch.Tensor,
+                    layer: str = "layer4.1", fill: str | None = None, seed: int = 0,
+                    path: str | os.PathLike | None = None) -> Figure:
+    """GradCAM at `layer` (a submodule name of `model`; "layer4.1" is ResNet18's `layer4[-1]`) on the test images
+    `shown` indexes in `predictions`, for the predicted and the true class; with `fill` ("mean" or "blur"), each
+    predicted-class heatmap is titled with its deletion gap under that fill (faithfulness.py)."""
+    inputs, labels, predicted = predictions.images[shown], predictions.labels[shown], predictions.predicted[shown]
+    cam = GradCAM(model, model.get_submodule(layer))
+    scores = None
+    if fill is not None and len(shown):
+        curves = deletion_curves(model, inputs, predicted, cam(inputs, predicted), fill=fill,
+                                 generator=torch.Generator().manual_seed(seed))
+        scores = curves.deletion_gap.tolist()
+    return plot_gradcam(cam, inputs, denormalize(inputs, data.mean, data.std), labels, predicted, data.classes,
+                        layer + (f", deletion gaps with the {fill} fill" if fill else ""), path=path, scores=scores)

@@ -12,7 +12,7 @@ def warmup_and_peak(config: TrainConfig, total_steps: int) -> tuple[float, float
 
     The peak is max_lr, or max_lr * warm-up / min_warmup_steps when the warm-up is shorter than that: the LR
     never climbs faster than the recipe allows. A fresh network blows up when the LR jumps to 0.4 within a few
-    batches (docs/RECIPE.md; benchmarks/RESULTS.md, "Short runs"); the 20-epoch recipe warms up over 490
+    batches (docs/RECIPE.md; benchmarks/RESULTS.md, "Short runs"); the 20-epoch recipe warms up over 1,955
     batches and is not affected."""
     pct_start = min(max(config.pct_start, 2 / total_steps), 1 - 1 / total_steps)  # both phases >= one step
     warmup = pct_start * total_steps

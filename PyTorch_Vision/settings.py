@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, TypeVar
+from dataclasses import fields, replace
+from typing import Callable, TypeVar, get_type_hints
+
+from .config import TrainConfig
 
 T = TypeVar("T")
 
@@ -75,3 +78,29 @@ def env_setting(name: str, default: T, parse: Callable[[str], T]) -> T:
         return parse(text)
     except ValueError as e:
         raise SettingError(f"{name} {e}: set it to a valid value (default {default}) or unset it") from None
+
+
+def finite_float(text: str) -> float:
+    return _number(text, float, math.isfinite, "a number")
+
+
+def optional_switch(text: str) -> bool | None:
+    """A switch, or "auto" (None: the code decides)."""
+    return None if text.strip().lower() == "auto" else switch(text)
+
+
+PARSERS = {int: whole_number, float: finite_float, bool: switch, str: str, bool | None: optional_switch}
+
+
+def config_from_env(base: TrainConfig = TrainConfig(), prefix: str = "S11_") -> TrainConfig:
+    """`base` with each setting overridden by its environment variable where one is set: S11_BATCH_SIZE=256 sets
+    batch_size, S11_FLIP=0 turns the flip off. A bad value stops with one line naming the variable."""
+    hints, changes = get_type_hints(TrainConfig), {}
+    for f in fields(TrainConfig):
+        name = prefix + f.name.upper()
+        changes[f.name] = env_setting(name, getattr(base, f.name), PARSERS[hints[f.name]])
+    try:
+        return replace(base, **changes)
+    except ValueError as e:
+        set_here = [prefix + k.upper() for k, v in changes.items() if v != getattr(base, k)]
+        raise SettingError(f"{e}: check {', '.join(set_here) or 'the settings'}") from None

@@ -182,15 +182,18 @@ class Setup:
 
 
 def prepare(model: nn.Module, data: CIFAR10Data, config: TrainConfig, device: torch.device | str | None = None,
-            batch_size: int | None = None) -> Setup:
+            batch_size: int | None = None, precision: Precision | None = None) -> Setup:
     """Move `model` to `device` (default: the best available) in channels_last if configured, and build the
-    batches, optimizer, precision, loss and training step of `config` (batches of `batch_size` if given)."""
+    batches, optimizer, precision (unless given), loss and training step of `config` (batches of `batch_size` if
+    given)."""
     device = torch.device(device) if device is not None else default_device()
-    precision = choose_precision(device, config.precision)
+    batch_size = batch_size or config.batch_size
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    train_batches, test_batches = make_batches(data, batch_size or config.batch_size, device, config.augmentation(),
+    if precision is None:
+        precision = choose_precision(device, config.precision, model, batch_size, config.channels_last)
+    train_batches, test_batches = make_batches(data, batch_size, device, config.augmentation(),
                                                config.seed, config.on_device_data)
     optimizer = make_optimizer(model, config)
     scaler = precision.grad_scaler()
@@ -200,7 +203,7 @@ def prepare(model: nn.Module, data: CIFAR10Data, config: TrainConfig, device: to
         # only full batches run compiled: the epoch's smaller last batch and evaluation would each cost a
         # recompilation that takes longer than running them eagerly
         compiled = make_step(torch.compile(model), optimizer, criterion, precision, config.channels_last, scaler)
-        step = _full_batches_through(compiled, step, config.batch_size)
+        step = _full_batches_through(compiled, step, batch_size)
     return Setup(device, precision, train_batches, test_batches, optimizer, scaler, criterion, step)
 
 
@@ -222,8 +225,11 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         raise ValueError(f"checkpoint_seconds must be >= 0 (0: after every batch), got {checkpoint_seconds!r}")
     out = _output_folder(out_dir, resume)
     ckpt_path = out / "checkpoint.pt" if out else None
+    ckpt = load_checkpoint(ckpt_path) if resume else None
+    device = torch.device(device) if device is not None else default_device()
 
-    s = prepare(model, data, config, device)
+    recorded = recorded_precision(ckpt["history"].get("run", {}), device, config) if ckpt else None
+    s = prepare(model, data, config, device, precision=recorded)
     optimizer, scaler, train_batches = s.optimizer, s.scaler, s.train_batches
     # the weights' exponential moving average (BatchNorm statistics included), which evaluation then uses
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) \
@@ -232,19 +238,24 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     warmup, peak = warmup_and_peak(config, config.epochs * len(train_batches))
 
     history = History(run={"config": asdict(config), "data": data.source, **data.fingerprint(),
-                           "device": device_name(s.device), "precision": s.precision.name, "peak_lr": peak})
+                           **_where(s.device, s.precision), "peak_lr": peak})
+    if progress != "none":
+        tqdm.write(f"training on {device_name(s.device)} in {s.precision}", file=sys.stdout)
     if progress != "none" and peak < config.max_lr and not resume:
         tqdm.write(f"short run: a warm-up of {warmup:.1f} batches, under min_warmup_steps={config.min_warmup_steps}, "
                    f"so the LR peaks at {peak:.3g} instead of max_lr {config.max_lr}", file=sys.stdout)
     partial = None
     if resume:
-        history, partial = _restore(ckpt_path, model, optimizer, scheduler, scaler, ema, config, data)
+        history, partial = _restore(ckpt, ckpt_path, model, optimizer, scheduler, scaler, ema, config, data)
         if progress != "none":
             for i in range(len(history)):  # so that a resumed run's output still has every epoch's line
                 tqdm.write(_epoch_line(history, i, config.epochs), file=sys.stdout)
             where = f"in epoch {partial.epoch}/{config.epochs} at batch {partial.batches}/{len(train_batches)}" \
                 if partial else f"after epoch {len(history)}/{config.epochs}"
             tqdm.write(f"resumed {ckpt_path} {where}", file=sys.stdout)
+    # which epochs ran where, and in which precision: a resumed run may land on another machine
+    first = {"from_epoch": partial.epoch, "from_batch": partial.batches} if partial else {"from_epoch": len(history) + 1}
+    history.run["segments"] = history.run.get("segments", []) + [{**first, **_where(s.device, s.precision)}]
     if out is not None:  # find a full disk or a read-only folder now, not after the first epoch
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / ".write-test", b"")
@@ -340,11 +351,27 @@ def _output_folder(out_dir: str | os.PathLike | None, resume: bool) -> Path | No
     return out
 
 
-def _restore(path: Path, model: nn.Module, optimizer, scheduler, scaler, ema, config: TrainConfig,
+def _where(device: torch.device, precision: Precision) -> dict:
+    """What a run records of the machine it trains on: device, precision (with the rates it was chosen by), torch."""
+    return {"device": device_name(device), "precision": precision.name, "precision_rates": dict(precision.rates),
+            "torch": str(torch.__version__)}
+
+
+def recorded_precision(run: dict, device: torch.device | str, config: TrainConfig) -> Precision | None:
+    """The precision a run (its History's `run` record) last trained in, where that was on this machine: resumed
+    there, or evaluated there, it keeps it. None for a new run, another machine or a precision set by hand."""
+    last = (run.get("segments") or [{}])[-1]
+    device = torch.device(device)
+    if config.precision != "auto" or last.get("device") != device_name(device) or "precision" not in last:
+        return None
+    return Precision(last["precision"], device.type, tuple(last.get("precision_rates", {}).items()))
+
+
+def _restore(ckpt: dict, path: Path, model: nn.Module, optimizer, scheduler, scaler, ema, config: TrainConfig,
              data: CIFAR10Data) -> tuple[History, EpochProgress | None]:
-    """Load the state `fit` saved at `path` into model, optimizer, scheduler, scaler and ema, once it is shown
-    to be this run's (same settings, same data); returns its History and, if saved mid-epoch, its progress."""
-    ckpt = load_checkpoint(path)
+    """Load the state `fit` saved at `path` (read as `ckpt`) into model, optimizer, scheduler, scaler and ema, once
+    it is shown to be this run's (same settings, same data); returns its History and, if saved mid-epoch, its
+    progress."""
     check_resumable(ckpt, config, data.fingerprint(), path)
     try:
         model.load_state_dict(ckpt["model"])

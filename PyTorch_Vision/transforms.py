@@ -28,11 +28,11 @@ PADDINGS = ("mean", "reflect")
 
 @dataclass(frozen=True)
 class Augmentation:
-    """The training augmentation's switches; the defaults are the recipe."""
+    """The training augmentation's switches, checked once when made; the defaults are the recipe."""
 
     flip: bool = True
     cutout: bool = True            # the 16x16 hole at all; off only for ablations
-    cutout_p: float = 1.0          # share of the images that get the hole
+    cutout_p: float = 0.5          # share of the images that get the hole
     cutout_anywhere: bool = False  # hole centre anywhere, clipped at the border (DeVries & Taylor); else inside
     padding: str = "mean"          # the crop's 4-px border: the mean colour, or the image reflected
 
@@ -79,23 +79,22 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
         raise ValueError(f"mean/std are per-channel values in 0..1 (albumentations' convention), got {mean}, {std}")
 
 
-def train_transforms(mean: Sequence[float], std: Sequence[float], flip: bool = True, cutout: bool = True,
-                     cutout_p: float = 1.0, cutout_anywhere: bool = False, padding: str = "mean") -> A.Compose:
+def train_transforms(mean: Sequence[float], std: Sequence[float],
+                     augmentation: Augmentation = Augmentation()) -> A.Compose:
     """Pad+crop, optional flip, one 16x16 CutOut (variants: see `Augmentation`), normalize: HxWx3 uint8 `image=`
     -> 3x32x32 float tensor."""
     _check_stats(mean, std)
-    Augmentation(flip, cutout, cutout_p, cutout_anywhere, padding)  # checks the values
-    fill = mean_colour(mean)
-    border = {"border_mode": cv2.BORDER_REFLECT_101} if padding == "reflect" else \
+    aug, fill = augmentation, mean_colour(mean)
+    border = {"border_mode": cv2.BORDER_REFLECT_101} if aug.padding == "reflect" else \
         {"border_mode": cv2.BORDER_CONSTANT, "fill": fill}
     steps = [A.Pad(padding=PAD, **border), A.RandomCrop(height=32, width=32)]
-    if flip:
+    if aug.flip:
         steps.append(A.HorizontalFlip(p=0.5))
-    if cutout and cutout_anywhere:
-        steps.append(CutOutAnywhere(HOLE, fill, p=cutout_p))
-    elif cutout:
+    if aug.cutout and aug.cutout_anywhere:
+        steps.append(CutOutAnywhere(HOLE, fill, p=aug.cutout_p))
+    elif aug.cutout:
         steps.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(HOLE, HOLE),
-                                     hole_width_range=(HOLE, HOLE), fill=fill, p=cutout_p))
+                                     hole_width_range=(HOLE, HOLE), fill=fill, p=aug.cutout_p))
     steps += [
         A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
         ToTensorV2(),
@@ -164,15 +163,14 @@ def batch_normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
     return (images.float() / 255 - m) / s
 
 
-def batch_train_augment(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], flip: bool = True,
-                        generator: torch.Generator | None = None, cutout: bool = True, cutout_p: float = 1.0,
-                        cutout_anywhere: bool = False, padding: str = "mean") -> torch.Tensor:
+def batch_train_augment(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                        augmentation: Augmentation = Augmentation(),
+                        generator: torch.Generator | None = None) -> torch.Tensor:
     """The whole train_transforms recipe on a uint8 (N,3,32,32) batch -> normalized float (N,3,32,32)."""
-    Augmentation(flip, cutout, cutout_p, cutout_anywhere, padding)  # checks the values
-    fill = mean_colour(mean)
-    images = batch_crop(images, None if padding == "reflect" else fill, generator=generator)
-    if flip:
+    aug, fill = augmentation, mean_colour(mean)
+    images = batch_crop(images, None if aug.padding == "reflect" else fill, generator=generator)
+    if aug.flip:
         images = batch_flip_lr(images, generator=generator)
-    if cutout:
-        images = batch_cutout(images, fill, generator=generator, p=cutout_p, anywhere=cutout_anywhere)
+    if aug.cutout:
+        images = batch_cutout(images, fill, generator=generator, p=aug.cutout_p, anywhere=aug.cutout_anywhere)
     return batch_normalize(images, mean, std)

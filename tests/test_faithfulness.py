@@ -113,3 +113,16 @@ def test_measure_layers_ranks_layers_and_draws_the_curves(tmp_path):
     fig = plot_deletion_curves(results, tmp_path / "deletion.png")
     assert len(fig.axes[0].lines) == 3 and (tmp_path / "deletion.png").stat().st_size > 0
     assert not model.training
+
+
+def test_the_favoured_layer_is_the_best_one_under_the_fill_that_separates_most():
+    from PyTorch_Vision.faithfulness import LayerFaithfulness, favoured_layer
+
+    def layer(name, gap, control):
+        return LayerFaithfulness(name, 4, None, gap, control, 0.1)
+    # mean fill: best gap 0.30 but its control is 0.20 (0.10 above); blur: best 0.25 over a control of 0 (0.25)
+    checks = {"mean": [layer("layer4.1", 0.30, 0.20), layer("layer3.1", 0.10, 0.20)],
+              "blur": [layer("layer4.1", 0.05, 0.0), layer("layer3.1", 0.25, 0.0), layer("layer2.1", 0.2, 0.0)]}
+    fill, best = favoured_layer(checks)
+    assert (fill, best.layer) == ("blur", "layer3.1")
+    assert favoured_layer({"mean": checks["mean"]})[1].layer == "layer4.1"

@@ -19,7 +19,8 @@ from PyTorch_Vision.settings import SettingError, env_setting, positive_int, swi
 from PyTorch_Vision.train import fit
 
 # 192 train images: 6 batches an epoch; TinyNet needs no long warm-up
-CONFIG = TrainConfig(epochs=3, batch_size=32, max_lr=0.05, seed=0, min_warmup_steps=1)
+CONFIG = TrainConfig(epochs=3, batch_size=32, max_lr=0.05, seed=0, min_warmup_steps=1,
+                     precision="fp32")  # runs compared bit for bit: not a precision timed afresh each time
 
 
 def tiny_model(seed=0):

@@ -57,6 +57,58 @@ def test_cpu_uses_bf16_only_where_it_is_native(monkeypatch):
     assert choose_precision("cpu").name == "bf16"
 
 
+def cpu_with_rates(monkeypatch, bf16: float, fp32: float):
+    """A CPU with native bf16 on which a training step runs at these img/s."""
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "training_rate",
+                        lambda model, precision, *a, **k: {"bf16": bf16, "fp32": fp32}[precision.name])
+
+
+@pytest.mark.parametrize("bf16, fp32, expected", [(125, 54, "bf16"), (47, 60, "fp32"), (100, 95, "fp32")],
+                         ids=["AMX", "no AMX", "within the margin"])
+def test_auto_on_a_cpu_picks_the_precision_that_trains_faster(monkeypatch, bf16, fp32, expected):
+    cpu_with_rates(monkeypatch, bf16, fp32)
+    chosen = choose_precision("cpu", "auto", TinyNet(), 32)
+    assert chosen.name == expected and dict(chosen.rates) == {"bf16": bf16, "fp32": fp32}
+    assert choose_precision("cpu", "fp32", TinyNet(), 32).rates == ()  # asked for by name: nothing to time
+
+
+def test_training_rate_times_a_copy_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.random.get_rng_state()
+    rate = precision_module.training_rate(model, Precision("fp32", "cpu"), 8)
+    assert rate > 0 and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_a_run_records_its_precision_and_rates_and_a_resume_elsewhere_chooses_again(monkeypatch, tiny_data,
+                                                                                   tmp_path):
+    import PyTorch_Vision.train as train_module
+    from PyTorch_Vision.history import History
+    from conftest import CrashAfter
+    config = replace(CONFIG, precision="auto", epochs=2)
+    cpu_with_rates(monkeypatch, 125, 54)
+    with pytest.raises(KeyboardInterrupt):  # epoch 1: 12 + 12 + 4 forward passes; stopped in epoch 2 at batch 3
+        fit(CrashAfter(TinyNet(), n=28 + 4), tiny_data, config, device="cpu", out_dir=tmp_path, progress="none",
+            checkpoint_seconds=0)
+    cpu_with_rates(monkeypatch, 47, 60)  # timed again, this machine would now say fp32: it is not asked
+    with pytest.raises(KeyboardInterrupt):  # stopped again at batch 6
+        fit(CrashAfter(TinyNet(), n=4), tiny_data, config, device="cpu", out_dir=tmp_path, resume=True,
+            progress="none", checkpoint_seconds=0)
+    monkeypatch.setattr(train_module, "device_name", lambda device: "another CPU")
+    history = fit(CrashAfter(TinyNet(), n=-1), tiny_data, config, device="cpu", out_dir=tmp_path, resume=True,
+                  progress="none")
+    run = History.load(tmp_path / "history.json").run
+    assert run["precision"] == "bf16" and run["precision_rates"] == {"bf16": 125, "fp32": 54}
+    assert [(s["from_epoch"], s.get("from_batch"), s["precision"]) for s in run["segments"]] == [
+        (1, None, "bf16"), (2, 3, "bf16"), (2, 6, "fp32")]
+    assert run["segments"][-1]["device"] == "another CPU" and run["segments"][0]["torch"] == torch.__version__
+    assert len(history) == 2 and run == history.run
+
+
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="auto, bf16, fp16, fp32"):
         choose_precision("cpu", "fp8")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from PyTorch_Vision import transforms as T
-from PyTorch_Vision.transforms import batch_train_augment, mean_colour, train_transforms
+from PyTorch_Vision.transforms import Augmentation, batch_train_augment, mean_colour, train_transforms
 
 MEAN, STD = (0.1, 0.1, 0.1), (0.3, 0.25, 0.2)
 FILL = mean_colour(MEAN)  # (26, 26, 26)
@@ -20,16 +20,16 @@ def coded_image() -> np.ndarray:
 
 def augment(kind: str, flip: bool, cutout: bool = True, **variant) -> np.ndarray:
     """N augmented copies of the coded image, normalization undone -> (N,32,32,3) uint8. `variant`: the
-    Augmentation switches cutout_p, cutout_anywhere, padding."""
+    Augmentation switches cutout_p (default here 1: a hole in every image), cutout_anywhere, padding."""
     image = coded_image()
+    aug = Augmentation(flip=flip, cutout=cutout, **{"cutout_p": 1.0, **variant})
     if kind == "albumentations":
-        t = train_transforms(MEAN, STD, flip=flip, cutout=cutout, **variant)
+        t = train_transforms(MEAN, STD, aug)
         t.set_random_seed(0)
         out = torch.stack([t(image=image)["image"] for _ in range(N)])
     else:
         batch = torch.from_numpy(image).permute(2, 0, 1)[None].repeat(N, 1, 1, 1)
-        out = batch_train_augment(batch, MEAN, STD, flip=flip, generator=torch.Generator().manual_seed(0),
-                                  cutout=cutout, **variant)
+        out = batch_train_augment(batch, MEAN, STD, aug, torch.Generator().manual_seed(0))
     pixels = out * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
     return (pixels * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
@@ -108,7 +108,7 @@ def test_no_hole_when_cutout_is_switched_off(kind):
 
 
 def test_train_output_is_normalized_with_the_given_statistics():
-    t = train_transforms(MEAN, STD, flip=False, cutout=False)
+    t = train_transforms(MEAN, STD, Augmentation(flip=False, cutout=False))
     t.set_random_seed(0)
     out = t(image=coded_image())["image"]
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
@@ -186,6 +186,6 @@ def test_reflected_padding_mirrors_the_image_and_keeps_all_81_offsets(kind):
 
 def test_bad_variants_are_refused():
     with pytest.raises(ValueError, match="cutout_p is a share"):
-        train_transforms(MEAN, STD, cutout_p=1.5)
+        Augmentation(cutout_p=1.5)
     with pytest.raises(ValueError, match="padding must be one of mean, reflect"):
-        batch_train_augment(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), MEAN, STD, padding="zero")
+        Augmentation(padding="zero")

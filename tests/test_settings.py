@@ -1,0 +1,41 @@
+"""The notebook's settings: every TrainConfig field overridable as S11_<FIELD>, each value checked, a bad one
+refused in one line that names the variable."""
+from dataclasses import fields
+
+import pytest
+
+from PyTorch_Vision.config import TrainConfig
+from PyTorch_Vision.settings import SettingError, config_from_env
+
+
+def test_every_field_can_be_set_from_the_environment(monkeypatch):
+    monkeypatch.setenv("S11_BATCH_SIZE", "256")
+    monkeypatch.setenv("S11_MAX_LR", "0.05")
+    monkeypatch.setenv("S11_FLIP", "0")
+    monkeypatch.setenv("S11_PADDING", "reflect")
+    monkeypatch.setenv("S11_ON_DEVICE_DATA", "auto")
+    config = config_from_env(TrainConfig(epochs=3))
+    assert (config.batch_size, config.max_lr, config.flip, config.padding) == (256, 0.05, False, "reflect")
+    assert config.epochs == 3 and config.on_device_data is None  # unset: the base's value
+    assert config_from_env(prefix="NOTHING_SET_") == TrainConfig()
+
+
+def test_every_field_has_a_parser(monkeypatch):
+    for f in fields(TrainConfig):  # each field's default, written out, reads back as itself
+        value = getattr(TrainConfig(), f.name)
+        monkeypatch.setenv("S11_" + f.name.upper(), "auto" if value is None else str(int(value))
+                           if isinstance(value, bool) else str(value))
+    assert config_from_env() == TrainConfig()
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("S11_BATCH_SIZE", "many", "S11_BATCH_SIZE must be a whole number, got 'many'"),
+    ("S11_FLIP", "maybe", "S11_FLIP must be 1 or 0"),
+    ("S11_MAX_LR", "-1", "max_lr must be a positive number, got -1.0: check S11_MAX_LR"),
+    ("S11_ANNEAL", "step", "anneal must be 'cos' or 'linear', got 'step': check S11_ANNEAL"),
+])
+def test_a_bad_value_is_refused_naming_the_variable(monkeypatch, name, text, message):
+    monkeypatch.setenv(name, text)
+    with pytest.raises(SettingError) as e:
+        config_from_env()
+    assert message in str(e.value)
