@@ -1,13 +1,16 @@
-"""What the offline JPEG copy costs: the same images as originals and as copies (../shared/data's
-cifar10-original-subset.npz names, for each original, its file in the copy), in a 2x2 of training on originals
-or on copies and testing on the 761 original test images and on their copies, over several seeds.
+"""What an offline JPEG copy of CIFAR-10 costs: the same images as originals and as copies, in a 2x2 of training
+on originals or on copies and testing on the original test images and on their copies, over several seeds.
+--originals is an .npz of original images (train_images, train_labels, test_images, test_labels as uint8/int64
+arrays, classes, and train_copy_files/test_copy_files naming each image's file in the copy, e.g.
+"train/cat/0012.jpg"); --copy is the copy as a .tar.gz of its ImageFolder (cifar10-jpeg/train/<class>/...).
 
-    python benchmarks/copy_penalty.py [--seeds 3] [--work ~/.cache/s11/copy_penalty]
-    python benchmarks/copy_penalty.py --checkpoint runs/resnet18/checkpoint.pt --data-dir /tmp/cifar10-jpeg
+    python benchmarks/copy_penalty.py --originals ORIGINALS.npz --copy COPY.tar.gz [--seeds 3] [--work DIR]
+    python benchmarks/copy_penalty.py --originals ORIGINALS.npz --checkpoint RUN/checkpoint.pt --data-dir COPY
 
-The first trains ResNet18 on the 3,805 training images (the recipe except batch 128 and max LR 0.1, as the
-issue's first measurement), one run per training source and seed, each resumable in --work (run the command
-again), and writes benchmarks/copy_penalty.json. The second evaluates a full run's checkpoint (normalized with
+The first trains ResNet18 on the training originals or their copies (20 epochs, batch 128, max LR 0.1, the
+hole on every image), one run per
+training source and seed, each resumable in --work (run the command again), and writes
+benchmarks/copy_penalty.json. The second evaluates a full run's checkpoint (normalized with
 the statistics of the copy it was trained on) on the 761 originals against their copies. Both skip with one
 line where the file of originals is absent.
 """
@@ -37,7 +40,6 @@ from PyTorch_Vision.precision import choose_precision  # noqa: E402
 from PyTorch_Vision.train import fit  # noqa: E402
 from PyTorch_Vision.utils import device_name, resolve_device, seed_everything  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULT = Path(__file__).resolve().parent / "copy_penalty.json"
 SOURCES = ("original", "copy")
 
@@ -119,7 +121,8 @@ def run_one(pairs: Pairs, source: str, seed: int, work: Path, device: torch.devi
     done = out / "result.json"
     if done.exists():
         return json.loads(done.read_text())
-    config = TrainConfig(epochs=epochs, batch_size=128, max_lr=0.1, seed=seed, precision=precision, on_device_data=True)
+    config = TrainConfig(epochs=epochs, batch_size=128, max_lr=0.1, cutout_p=1.0, seed=seed, precision=precision,
+                         on_device_data=True)  # the settings of the recorded runs
     data = make_data(pairs.train(source), pairs.train_labels, pairs.test(source), pairs.test_labels, pairs.classes,
                      f"cifar10-original-subset: {source} images")
     seed_everything(seed)
@@ -187,13 +190,13 @@ def checkpoint_penalty(checkpoint: Path, data: CIFAR10Data, pairs: Pairs, device
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--originals", type=Path, default=SHARED / "cifar10-original-subset.npz")
-    p.add_argument("--copy", type=Path, default=SHARED / "cifar10-jpeg.tar.gz",
-                   help="the offline copy: its .tar.gz or the extracted cifar10-jpeg folder")
+    p.add_argument("--originals", type=Path, required=True, help="the .npz of original images (above)")
+    p.add_argument("--copy", type=Path, default=None,
+                   help="the offline copy: its .tar.gz or the extracted cifar10-jpeg folder (for training)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--work", type=Path, default=Path("~/.cache/s11/copy_penalty").expanduser(),
-                   help="checkpoints and per-run results (outside the work tree; resumable)")
+    p.add_argument("--work", type=Path, default=Path("runs/copy_penalty"),
+                   help="checkpoints and per-run results (resumable)")
     p.add_argument("--result", type=Path, default=RESULT)
     p.add_argument("--device", default=None)
     p.add_argument("--precision", default="auto")
@@ -205,8 +208,11 @@ def main() -> None:
         return
     if args.checkpoint is not None and args.data_dir is None:
         p.error("--checkpoint needs --data-dir: the copy the run was trained on (for its normalization)")
+    copy = args.copy or args.data_dir
+    if copy is None:
+        p.error("give --copy: the offline copy the originals are paired with (.tar.gz or extracted folder)")
     device = resolve_device(args.device)
-    pairs = load_pairs(args.originals, args.copy)
+    pairs = load_pairs(args.originals, copy)
     if args.checkpoint is not None:
         result = checkpoint_penalty(args.checkpoint, load_cifar10(args.data_dir, download=False), pairs, device,
                                     args.precision)

@@ -1,4 +1,4 @@
-"""GradCAM faithfulness of a trained run, per layer (issue 15): deletion gap for the predicted class, the
+"""GradCAM faithfulness of a trained run, per layer: deletion gap for the predicted class, the
 random-heatmap control and the model-randomisation check, on N test images, with both erasing fills.
 
     python benchmarks/faithfulness.py --checkpoint RUN/checkpoint.pt --data-dir /tmp/cifar10-jpeg --out OUT

@@ -15,9 +15,6 @@
 #       bench    (benchmarks/benchmark.py with all cores, then limited to 2 cores)
 #       sweep    (the recipe search of benchmarks/sweep.txt, all runs at once)
 #       compiled (seed 0 through the CLI with torch.compile, for the compile-or-not comparison)
-#       queue15  (the 15-minute queue of GPU_QUEUE.md: recipe seed 0 alone for the time of one run, then the 18 runs
-#                 of benchmarks/gpu15.txt, JOBS (default 4) processes at once on the one GPU, and the wall time of
-#                 both phases, so that the gain of running several trainings side by side is measured too)
 # Each step logs to OUT_DIR/<step>.log; a failing step does not stop the others.
 set -u
 data=$1 out=$2
@@ -84,23 +81,6 @@ shortruns() {
         done &
     done
     wait
-}
-one_run() {  # one_run NAME SEED ARGS...: a 20-epoch CLI run into $out/q15/NAME_seedSEED, its headline on stdout
-    local name=$1 seed=$2
-    shift 2
-    python3 -m PyTorch_Vision train --data-dir "$data" --seed "$seed" --out "$out/q15/${name}_seed$seed" \
-        --progress epoch "$@" > "$out/q15_${name}_seed$seed.log" 2>&1 < /dev/null
-    echo "$name seed $seed: $(grep 'final test accuracy' "$out/q15_${name}_seed$seed.log")"
-}
-queue15() {
-    export -f one_run
-    export data out
-    local start=$SECONDS
-    one_run alone 0
-    echo "alone: $((SECONDS - start)) s wall for one run"
-    start=$SECONDS
-    xargs -P "${JOBS:-4}" -L 1 bash -c 'one_run "$@"' _ < benchmarks/gpu15.txt
-    echo "side by side: $(wc -l < benchmarks/gpu15.txt) runs, ${JOBS:-4} at once, $((SECONDS - start)) s wall"
 }
 recipes1() { recipes 1 4; }
 recipes2() { recipes 5 9; }

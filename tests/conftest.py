@@ -10,7 +10,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from PyTorch_Vision.data import synthetic_cifar10  # noqa: E402
 
-SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+# a .tar.gz of CIFAR-10 in ImageFolder layout (cifar10-jpeg/train/<class>/..., test/...), where the machine has one
+CIFAR10_ARCHIVE = Path(os.environ.get("S11_TEST_CIFAR10_ARCHIVE", "/nonexistent/cifar10-jpeg.tar.gz"))
 
 
 class TinyNet(nn.Module):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_ARCHIVE
+from conftest import CIFAR10_ARCHIVE
 from PyTorch_Vision.data import DataError, channel_stats, load_cifar10, make_batches, synthetic_cifar10
 
 
@@ -126,10 +126,11 @@ def test_final_batch_of_one_is_dropped_in_training():
         assert len(train) == 2 and sum(len(y) for _, y in train) == 64
 
 
-@pytest.mark.skipif(not SHARED_ARCHIVE.exists(), reason="offline CIFAR-10 copy (../shared/data) is absent")
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR10_ARCHIVE.exists(), reason="no offline CIFAR-10 copy (S11_TEST_CIFAR10_ARCHIVE)")
 def test_offline_cifar10_copy(tmp_path_factory):
     root = tmp_path_factory.mktemp("offline")
-    with tarfile.open(SHARED_ARCHIVE) as tar:
+    with tarfile.open(CIFAR10_ARCHIVE) as tar:
         tar.extractall(root, filter="data")
     data = load_cifar10(root / "cifar10-jpeg", download=False)
     assert data.train_images.shape == (50000, 32, 32, 3) and data.test_images.shape == (10000, 32, 32, 3)
