@@ -1,8 +1,9 @@
-"""The export that lets airbench (the published reference) train on the offline copy: the files must hold
-exactly the images and labels, in the layout airbench's CifarLoader reads."""
+"""Calibration against airbench94: the export that lets the `airbench` package train on the offline copy (the
+files hold exactly the images and labels, in the layout its loader reads), and the CPU path of our own port."""
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -23,3 +24,30 @@ def test_export_writes_what_airbench_loads(tiny_data, tmp_path):
         # airbench: (images.half() / 255).permute(0, 3, 1, 2), i.e. NCHW in [0, 1]
         nchw = (data["images"].half() / 255).permute(0, 3, 1, 2)
         assert nchw.shape == (len(labels), 3, 32, 32) and 0 <= nchw.min() and nchw.max() <= 1
+
+
+@pytest.mark.slow
+def test_the_cpu_path_records_each_seed_and_goes_on_from_them(image_folder, tmp_path, monkeypatch, capsys):
+    import argparse
+    import json
+
+    import airbench94
+    import calibration
+
+    root, data = image_folder
+    monkeypatch.setitem(airbench94.hyp, "batch_size", 16)
+    monkeypatch.setitem(airbench94.hyp, "whiten_images", 16)
+    monkeypatch.setattr(calibration, "RESULT", tmp_path / "calibration.json")
+    args = argparse.Namespace(data_dir=str(root), seeds=1, precision="fp32", originals=None)
+    calibration.cpu(args)
+    record = json.loads((tmp_path / "calibration.json").read_text())["airbench94_cpu_fp32"]
+    assert [s["seed"] for s in record["seeds"]] == [0] and record["published"] == 94.01
+    assert record["D"] == pytest.approx(94.01 - record["seeds"][0]["tta_accuracy"], abs=1e-3)
+    assert 0 <= record["seeds"][0]["tta_accuracy"] <= 100 and record["measured_std"] is None
+    capsys.readouterr()
+    calibration.cpu(argparse.Namespace(**{**vars(args), "seeds": 2}))
+    assert "seed 0 epoch" not in capsys.readouterr().out, "a recorded seed is not trained again"
+    record = json.loads((tmp_path / "calibration.json").read_text())["airbench94_cpu_fp32"]
+    accs = [s["tta_accuracy"] for s in record["seeds"]]
+    assert [s["seed"] for s in record["seeds"]] == [0, 1]
+    assert record["measured_mean"] == pytest.approx(sum(accs) / 2, abs=1e-3)
