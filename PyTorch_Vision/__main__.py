@@ -6,20 +6,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+from dataclasses import fields
 
-from .checkpoint import CheckpointError, OutputError, atomic_write, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
+from .files import OutputError, atomic_write
 from .config import TrainConfig
 from .data import DataError, load_cifar10
 from .history import History, results_markdown
 from .lr_finder import lr_find
 from .models import ResNet18, summary
 from .plots import plot_lr_find
-from .precision import PRECISIONS, choose_precision
+from .precision import choose_precision
 from .report import make_report
-from .settings import count, positive_float, positive_int, share
+from .run_folder import output_folder
+from .settings import positive_float, positive_int, switch
 from .train import fit
-from .transforms import PADDINGS
 from .utils import device_name, resolve_device, seed_everything
 
 def _checked(parse):
@@ -33,81 +34,54 @@ def _checked(parse):
     return check
 
 
+def add_settings(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, with its help and parser: --batch-size for batch_size, --flip/--no-flip
+    for a switch."""
+    for f in fields(TrainConfig):
+        option, meta = "--" + f.name.replace("_", "-"), f.metadata
+        help = meta["help"].replace("%", "%%")  # argparse formats help with %
+        if meta["parse"] is switch:
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=help + (" (default: on)" if f.default else " (default: off)"))
+        else:
+            how = {"choices": meta["choices"]} if meta["choices"] else {"type": _checked(meta["parse"])}
+            parser.add_argument(option, default=f.default, help=help + " (default: %(default)s)", **how)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m PyTorch_Vision", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train ResNet18 on CIFAR-10 and draw every figure")
-    t.add_argument("--data-dir", default="data", help="CIFAR-10 folder: ImageFolder copy (train/, test/), "
-                   "cifar-10-batches-py, or where to download it (default: data)")
-    t.add_argument("--epochs", type=_checked(positive_int), default=defaults.epochs)
-    t.add_argument("--batch-size", type=_checked(positive_int), default=defaults.batch_size)
-    t.add_argument("--max-lr", type=_checked(positive_float), default=defaults.max_lr)
-    t.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    t.add_argument("--pct-start", type=_checked(share), default=defaults.pct_start,
-                   help="share of the steps spent warming up to --max-lr")
-    t.add_argument("--min-warmup-steps", type=_checked(positive_int), default=defaults.min_warmup_steps,
-                   help="the LR climbs to --max-lr over no fewer batches; a shorter run peaks lower, in proportion")
-    t.add_argument("--anneal", choices=("cos", "linear"), default=defaults.anneal,
-                   help="shape of the warm-up and the annealing (OneCycle's anneal_strategy)")
-    t.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
-    t.add_argument("--no-flip", action="store_true", help="plain RandomCrop + CutOut, no horizontal flip")
-    t.add_argument("--no-cutout", action="store_true", help="no CutOut hole (an ablation, not the recipe)")
-    t.add_argument("--cutout-p", type=_checked(share), default=defaults.cutout_p,
-                   help="share of the images that get the hole (default 0.5: half of them; 1: every image)")
-    t.add_argument("--cutout-anywhere", action="store_true",
-                   help="hole centre anywhere in the image, clipped at the border (DeVries & Taylor's Cutout)")
-    t.add_argument("--ema", type=_checked(share), default=defaults.ema,
-                   help="evaluate an exponential moving average of the weights with this decay per step "
-                        "(e.g. 0.999; default 0: the weights themselves)")
-    t.add_argument("--bn-stats-images", type=_checked(count), default=defaults.bn_stats_images,
-                   help="recompute BatchNorm's statistics over this many training images before each evaluation "
-                        "(0: keep its running averages)")
-    t.add_argument("--padding", choices=PADDINGS, default=defaults.padding,
-                   help="the crop's 4-px border: the mean colour (default) or the image reflected")
-    t.add_argument("--seed", type=int, default=defaults.seed)
-    t.add_argument("--limit-train", type=_checked(positive_int), default=None,
-                   help="use a fixed subset of N train images")
+    f = sub.add_parser("lr-find", help="LR range test with the training recipe; writes lr_find.png/json")
+    for p, out in ((t, "runs/resnet18"), (f, "runs/lr_find")):
+        p.add_argument("--data-dir", default="data", help="CIFAR-10 folder: ImageFolder copy (train/, test/), "
+                       "cifar-10-batches-py, or where to download it (default: data)")
+        p.add_argument("--limit-train", type=_checked(positive_int), default=None,
+                       help="use a fixed subset of N train images")
+        p.add_argument("--out", default=out, help="folder for the outputs (default: %(default)s)")
+        p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+        add_settings(p)
     t.add_argument("--limit-test", type=_checked(positive_int), default=None,
                    help="use a fixed subset of N test images")
-    t.add_argument("--out", default="runs/resnet18", help="folder for history.json, checkpoint.pt and figures")
     t.add_argument("--resume", action="store_true", help="continue the run whose checkpoint.pt is in --out")
     t.add_argument("--checkpoint-minutes", type=_checked(positive_float), default=10.0,
                    help="also checkpoint within an epoch this often, so an interruption loses at most that much")
-    t.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
-    t.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                   help="auto: bf16 on GPUs of compute capability >= 8.0, fp16 + GradScaler on 7.x (Colab's T4), "
-                        "fp32 on older GPUs; on a CPU with native bf16 the faster of bf16 and fp32, timed "
-                        "(fp32 on other CPUs)")
-    t.add_argument("--compile", action="store_true",
-                   help="torch.compile the training step (off by default: it does not pay off in 20 epochs)")
     t.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar")
-    f = sub.add_parser("lr-find", help="LR range test with the training recipe; writes lr_find.png/json")
-    f.add_argument("--data-dir", default="data")
-    f.add_argument("--batch-size", type=_checked(positive_int), default=defaults.batch_size)
     f.add_argument("--steps", type=_checked(positive_int), default=100)
     f.add_argument("--start-lr", type=_checked(positive_float), default=1e-4)
     f.add_argument("--end-lr", type=_checked(positive_float), default=10.0)
-    f.add_argument("--limit-train", type=_checked(positive_int), default=None)
-    f.add_argument("--seed", type=int, default=defaults.seed)
-    f.add_argument("--out", default="runs/lr_find")
-    f.add_argument("--device", default=None)
-    f.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
     r = sub.add_parser("results", help="print a run's history.json as Markdown: headline figures, per-epoch table")
     r.add_argument("history", help="a history.json written by train or by the notebook")
     return parser
 
 
-def _output_folder(text: str) -> Path:
-    out = Path(text)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder: choose a folder for the run's outputs")
-    return out
-
-
 def find_lr(args: argparse.Namespace) -> None:
-    out = _output_folder(args.out)
-    config = TrainConfig(batch_size=args.batch_size, seed=args.seed, precision=args.precision)
+    out = output_folder(args.out, resume=False)
+    config = config_from_args(args)
     device = resolve_device(args.device)
     data = load_cifar10(args.data_dir, limit_train=args.limit_train)
     seed_everything(config.seed)
@@ -115,7 +89,7 @@ def find_lr(args: argparse.Namespace) -> None:
                      args.steps)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "lr_find.json", json.dumps({"lrs": result.lrs, "losses": result.losses,
-                                                   "batch_size": args.batch_size, "device": device_name(device),
+                                                   "batch_size": config.batch_size, "device": device_name(device),
                                                    "suggestion": result.suggestion()}, indent=1).encode())
     plot_lr_find(result, config.max_lr, out / "lr_find.png")
     print(f"{len(result.lrs)} steps on {device_name(device)}; steepest descent at lr {result.suggestion():.3g} "
@@ -123,20 +97,10 @@ def find_lr(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    out = _output_folder(args.out)
+    out = output_folder(args.out, args.resume)  # refuses a file, or another run's folder, before loading data
     if args.resume:
         load_checkpoint(out / "checkpoint.pt")  # fail before loading data when there is nothing to resume
-    elif (out / "checkpoint.pt").exists():
-        raise CheckpointError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it or choose "
-                              "another --out: nothing was overwritten")
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_lr=args.max_lr,
-                         weight_decay=args.weight_decay, pct_start=args.pct_start,
-                         min_warmup_steps=args.min_warmup_steps, anneal=args.anneal,
-                         label_smoothing=args.label_smoothing,
-                         flip=not args.no_flip, cutout=not args.no_cutout, cutout_p=args.cutout_p,
-                         cutout_anywhere=args.cutout_anywhere, padding=args.padding, ema=args.ema, seed=args.seed,
-                         bn_stats_images=args.bn_stats_images,
-                         compile=args.compile, precision=args.precision)
+    config = config_from_args(args)
     device = resolve_device(args.device)
     choose_precision(device, config.precision)  # refuses bf16 on a GPU without it before loading data
     data = load_cifar10(args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test)

@@ -2,7 +2,6 @@
 when they are missing, corrupt, or from another run."""
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 from dataclasses import asdict
@@ -10,32 +9,11 @@ from pathlib import Path
 
 import torch
 
+from .files import atomic_write
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or belongs to another run; the message says what to do."""
-
-
-class OutputError(OSError):
-    """A file could not be written (disk full, read-only folder, ...); the message says what is still on disk."""
-
-
-def atomic_write(path: str | os.PathLike, payload: bytes) -> None:
-    """Write via a temporary file and rename, so a crash, a full disk or a read-only folder never leaves a
-    half-written file: the previous version stays whole, and OutputError says so."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        kept = f"the previous {path.name} there is intact" if path.exists() else f"no {path.name} was written"
-        raise OutputError(e.errno, f"could not write {path} ({e.strerror or e}); {kept}. Free some space or "
-                                   "choose a folder you can write to (--out)") from None
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:

@@ -1,46 +1,51 @@
-"""The recipe as one dataclass, `TrainConfig`: every setting of a run, checked when it is made."""
+"""The recipe as one dataclass, `TrainConfig`: every setting of a run, with its help and parser, checked when it
+is made. The command line's options and the notebook's S11_<FIELD> overrides are built from its fields."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .precision import PRECISIONS
+from .settings import count, nonnegative_float, optional_switch, positive_float, positive_int, setting, share, \
+    switch, whole_number
 from .transforms import Augmentation
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """The recipe. Defaults are the 20-epoch ResNet18 recipe (why these values: docs/RECIPE.md)."""
+class TrainConfig(Augmentation):
+    """The recipe: the augmentation's switches (inherited from `Augmentation`) and everything else. Defaults are
+    the 20-epoch ResNet18 recipe (why these values: docs/RECIPE.md)."""
 
-    epochs: int = 20
-    batch_size: int = 128
-    max_lr: float = 0.1
-    max_momentum: float = 0.95      # SGD momentum, cycled by OneCycle against the LR: max_momentum at the start
-    base_momentum: float = 0.85     # and the end, base_momentum at the LR's peak
-    weight_decay: float = 5e-4      # not applied to BatchNorm weights or biases
-    label_smoothing: float = 0.1
-    pct_start: float = 0.25         # share of the steps spent warming up to max_lr
-    min_warmup_steps: int = 100     # the LR climbs to max_lr over no fewer batches; shorter runs peak lower
-    anneal: str = "cos"             # the LR's shape in both phases: "cos" or "linear"
-    div_factor: float = 25.0        # initial lr = max_lr / div_factor
-    final_div_factor: float = 1e4   # final lr = initial lr / final_div_factor
-    flip: bool = True
-    cutout: bool = True             # the 16x16 CutOut hole; off only for ablations
-    cutout_p: float = 0.5           # share of the images that get the hole (the reference's p=0.5)
-    cutout_anywhere: bool = False   # hole centre anywhere, clipped at the border (DeVries & Taylor); else inside
-    padding: str = "mean"           # the crop's 4-px border: "mean" colour or "reflect"
-    ema: float = 0.0                # decay per step of an average of the weights used for evaluation; 0: none
-    bn_stats_images: int = 2048     # BatchNorm statistics recomputed over this many training images before each
-                                    # evaluation; 0: BatchNorm's running averages
-    seed: int = 0
-    precision: str = "auto"         # "auto" (bf16/fp16 on GPUs by kind, the faster of bf16/fp32 on a CPU), "bf16",
-                                    # "fp16" or "fp32"
-    channels_last: bool = True
-    compile: bool = False           # torch.compile: on an H100 <= 8% faster per step, 22-25 s to compile
-    on_device_data: bool | None = None  # data held and augmented as whole batches on the device; None: on CUDA
-                                        # and the CPU; False: the albumentations DataLoader
+    epochs: int = setting(20, "passes over the training data", positive_int)
+    batch_size: int = setting(128, "images per step", positive_int)
+    max_lr: float = setting(0.1, "the one-cycle schedule's peak LR", positive_float)
+    max_momentum: float = setting(0.95, "SGD momentum at the start and end, cycled against the LR", share)
+    base_momentum: float = setting(0.85, "SGD momentum at the LR's peak", share)
+    weight_decay: float = setting(5e-4, "L2 on conv and linear weights, not on BatchNorm or biases",
+                                  nonnegative_float)
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss", share)
+    pct_start: float = setting(0.25, "share of the steps spent warming up to max_lr", share)
+    min_warmup_steps: int = setting(100, "the LR climbs to max_lr over no fewer batches; a shorter run peaks "
+                                    "lower, in proportion", positive_int)
+    anneal: str = setting("cos", "shape of the warm-up and the annealing", choices=("cos", "linear"))
+    div_factor: float = setting(25.0, "initial LR = max_lr / div_factor", positive_float)
+    final_div_factor: float = setting(1e4, "final LR = initial LR / final_div_factor", positive_float)
+    ema: float = setting(0.0, "decay per step of an average of the weights that evaluation uses (e.g. 0.999; "
+                         "0: the weights themselves)", share)
+    bn_stats_images: int = setting(2048, "BatchNorm statistics recomputed over this many training images before "
+                                   "each evaluation (0: BatchNorm's running averages)", count)
+    seed: int = setting(0, "seed of the weights, the batches and the augmentation", whole_number)
+    precision: str = setting("auto", "auto: bf16 on GPUs of compute capability >= 8.0, fp16 + GradScaler on 7.x "
+                             "(Colab's T4), fp32 on older GPUs; on a CPU with native bf16 the faster of bf16 and "
+                             "fp32, timed (fp32 on other CPUs)", choices=PRECISIONS)
+    channels_last: bool = setting(True, "channels_last memory format (faster convolutions)", switch)
+    compile: bool = setting(False, "torch.compile the training step (on an H100 <= 8% faster per step, 22-25 s to "
+                            "compile: it does not pay in 20 epochs)", switch)
+    on_device_data: bool | None = setting(None, "data held and augmented as whole batches on the device (1), or "
+                                          "the albumentations DataLoader (0); auto: batches", optional_switch)
 
     def __post_init__(self):
+        super().__post_init__()
         for name, least in (("epochs", 1), ("batch_size", 1), ("min_warmup_steps", 1), ("bn_stats_images", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
@@ -50,7 +55,6 @@ class TrainConfig:
             raise ValueError(f"max_lr must be a positive number, got {self.max_lr!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        self.augmentation()  # checks cutout_p and padding
         if self.anneal not in ("cos", "linear"):
             raise ValueError(f"anneal must be 'cos' or 'linear', got {self.anneal!r}")
         if not 0 <= self.ema < 1:
@@ -63,4 +67,4 @@ class TrainConfig:
 
     def augmentation(self) -> Augmentation:
         """The training augmentation this config asks for."""
-        return Augmentation(self.flip, self.cutout, self.cutout_p, self.cutout_anywhere, self.padding)
+        return Augmentation(**{f.name: getattr(self, f.name) for f in fields(Augmentation)})

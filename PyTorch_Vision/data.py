@@ -284,6 +284,20 @@ class DeviceBatches:
                 yield batch_normalize(images, self.mean, self.std), labels
 
 
+def _on_device(device: torch.device, on_device: bool | None) -> bool:
+    return device.type in ("cuda", "cpu") if on_device is None else on_device
+
+
+def evaluation_batches(data: CIFAR10Data, batch_size: int, device: torch.device, on_device: bool | None = None,
+                 num_workers: int | None = None):
+    """The test set's batch source, normalized, in order: the second half of `make_batches`."""
+    device = torch.device(device)
+    if _on_device(device, on_device):
+        return DeviceBatches(data.test_images, data.test_labels, batch_size, False, data.mean, data.std, device)
+    return LoaderBatches(data.test_images, data.test_labels, test_transforms(data.mean, data.std), batch_size,
+                         False, device, 0, num_workers)
+
+
 def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
                  augmentation: Augmentation = Augmentation(), seed: int = 0, on_device: bool | None = None,
                  num_workers: int | None = None):
@@ -292,14 +306,9 @@ def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
     compete with training for the CPU's cores; otherwise a DataLoader runs the albumentations pipelines (the
     reference definition, also what MPS gets)."""
     device = torch.device(device)
-    if on_device is None:
-        on_device = device.type in ("cuda", "cpu")
-    if on_device:
-        return (DeviceBatches(data.train_images, data.train_labels, batch_size, True, data.mean, data.std,
-                              device, augmentation, seed),
-                DeviceBatches(data.test_images, data.test_labels, batch_size, False, data.mean, data.std, device))
-    return (LoaderBatches(data.train_images, data.train_labels,
-                          train_transforms(data.mean, data.std, augmentation),
-                          batch_size, True, device, seed, num_workers),
-            LoaderBatches(data.test_images, data.test_labels, test_transforms(data.mean, data.std),
-                          batch_size, False, device, seed, num_workers))
+    test = evaluation_batches(data, batch_size, device, on_device, num_workers)
+    if _on_device(device, on_device):
+        return DeviceBatches(data.train_images, data.train_labels, batch_size, True, data.mean, data.std,
+                             device, augmentation, seed), test
+    return LoaderBatches(data.train_images, data.train_labels, train_transforms(data.mean, data.std, augmentation),
+                         batch_size, True, device, seed, num_workers), test

@@ -4,14 +4,25 @@ figure of one model comes from the same numbers; and what those numbers make: th
 accuracy."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .precision import Precision
+from .precision import FP32, Precision
 
-FP32 = Precision("fp32", "cpu")  # autocast off; the device type does not matter then
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, training: bool = False):
+    """`model` in eval mode (train mode with training=True) inside the block, in the mode it had after it, even when
+    the block raises."""
+    was_training = model.training
+    model.train(training)
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @dataclass
@@ -39,11 +50,9 @@ def predict(model: nn.Module, batches, precision: Precision = FP32, channels_las
     flip_tta: average the softmax of each image and its mirror image (test-time augmentation).
     keep_images: return the inputs too (for galleries); training's per-epoch evaluation does without."""
     criterion = criterion or nn.CrossEntropyLoss()
-    was_training = model.training
-    model.eval()
     labels, predicted, confidence, images = [], [], [], []
     loss_sum, seen = 0.0, 0
-    try:
+    with eval_mode(model):
         for x, y in batches:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -58,8 +67,6 @@ def predict(model: nn.Module, batches, precision: Precision = FP32, channels_las
             labels.append(y.cpu()), predicted.append(pred.cpu()), confidence.append(conf.cpu())
             if keep_images:
                 images.append(x.float().cpu().contiguous())
-    finally:
-        model.train(was_training)
     if not seen:
         raise ValueError("no batches to evaluate: the data set is empty")
     return Predictions(torch.cat(labels), torch.cat(predicted), torch.cat(confidence), loss_sum / seen,

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .evaluation import eval_mode
 from .gradcam import BaseCAM, GradCAM
 from .utils import markdown_table
 
@@ -74,9 +75,7 @@ def deletion_curves(model: nn.Module, images: torch.Tensor, classes: torch.Tenso
     fractions = torch.linspace(0, 1, steps + 1)
     by_cam = cams.to(device).flatten(1).argsort(dim=1, descending=True, stable=True)
     by_chance = torch.stack([torch.randperm(h * w, generator=generator) for _ in range(n)]).to(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         curves = []
         for order in (by_cam, by_chance):
             rank = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=device).expand(n, -1))
@@ -88,8 +87,6 @@ def deletion_curves(model: nn.Module, images: torch.Tensor, classes: torch.Tenso
                     p = model(erased[i:i + batch_size]).float().softmax(1)
                     probs[i:i + batch_size, j] = p.gather(1, classes[i:i + batch_size, None])[:, 0].cpu()
             curves.append(probs)
-    finally:
-        model.train(was_training)
     return DeletionCurves(fractions, *curves)
 
 
@@ -159,11 +156,8 @@ def measure_layers(model: nn.Module, images: torch.Tensor, layers: tuple[str, ..
     """GradCAM faithfulness at each of `layers` for `images` (N,3,H,W) normalized, explaining the class the model
     predicts; the same random erasing order and the same random heatmaps for every layer."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         predicted = model(images.to(device).float()).argmax(1).cpu()
-    model.train(was_training)
     noise = torch.rand(images.shape[0], *images.shape[-2:], generator=torch.Generator().manual_seed(seed + 1))
     control = deletion_curves(model, images, predicted, noise, steps, fill, torch.Generator().manual_seed(seed))
     results = []

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .evaluation import eval_mode
+
 
 class LayerOutput:
     """Captures a layer's output on forward through a hook that leaving the `with` block removes."""
@@ -49,18 +51,13 @@ class BaseCAM:
                              f"{tuple(class_idx.shape)}")
         device = next(self.model.parameters()).device
         images, class_idx = images.to(device).float(), class_idx.to(device).long()
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with LayerOutput(self.target_layer) as captured, torch.enable_grad():
-                logits = self.model(images)
-                if captured.output is None or not captured.output.requires_grad:
-                    raise RuntimeError("target_layer produced no output that depends on trainable weights")
-                score = logits.gather(1, class_idx[:, None]).sum()
-                gradients, = torch.autograd.grad(score, captured.output)  # d score / d activations, nothing stored
-                activations, gradients = captured.output.detach().float(), gradients.float()
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), LayerOutput(self.target_layer) as captured, torch.enable_grad():
+            logits = self.model(images)
+            if captured.output is None or not captured.output.requires_grad:
+                raise RuntimeError("target_layer produced no output that depends on trainable weights")
+            score = logits.gather(1, class_idx[:, None]).sum()
+            gradients, = torch.autograd.grad(score, captured.output)  # d score / d activations, nothing stored
+            activations, gradients = captured.output.detach().float(), gradients.float()
         weights = self.channel_weights(activations, gradients)
         cam = F.relu((weights[:, :, None, None] * activations).sum(1, keepdim=True))
         cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]

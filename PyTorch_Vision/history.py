@@ -5,7 +5,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .utils import markdown_table
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds")

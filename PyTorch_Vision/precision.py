@@ -56,6 +56,9 @@ class Precision:
         return text
 
 
+FP32 = Precision("fp32", "cpu")  # autocast off; the device type does not matter then
+
+
 def training_rate(model: nn.Module, precision: Precision, batch_size: int, channels_last: bool = True,
                   steps: int = 2, image_shape: tuple[int, ...] = (3, 32, 32)) -> float:
     """Images per second of forward and backward passes of a copy of `model` on a random batch of `batch_size`, in

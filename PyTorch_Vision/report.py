@@ -11,14 +11,14 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .config import TrainConfig
-from .data import CIFAR10Data, make_batches
+from .data import CIFAR10Data, evaluation_batches
 from .evaluation import Predictions, misclassified, predict
 from .faithfulness import deletion_curves
 from .gradcam import GradCAM
 from .history import History
 from .plots import plot_confusion, plot_gradcam, plot_history, plot_misclassified
 from .precision import choose_precision
-from .train import recorded_precision
+from .run_folder import recorded_precision
 from .utils import code_version, default_device, denormalize, device_name, markdown_table
 
 
@@ -52,10 +52,10 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
     precision = recorded_precision(history.run, device, config) or choose_precision(device, config.precision)
     out = Path(out_dir) if out_dir is not None else None
     path = (lambda name: out / name) if out is not None else (lambda name: None)
-    _, test_batches = make_batches(data, config.batch_size, device, seed=config.seed, on_device=config.on_device_data)
+    tests = evaluation_batches(data, config.batch_size, device, config.on_device_data)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    preds = predict(model, test_batches, precision, config.channels_last, criterion)
-    tta = predict(model, test_batches, precision, config.channels_last, criterion, flip_tta=True, keep_images=False)
+    preds = predict(model, tests, precision, config.channels_last, criterion)
+    tta = predict(model, tests, precision, config.channels_last, criterion, flip_tta=True, keep_images=False)
     wrong = misclassified(preds, n_wrong)
     shown = denormalize(preds.images[wrong], data.mean, data.std)
     return Report(

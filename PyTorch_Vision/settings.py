@@ -1,13 +1,12 @@
 """Checked settings for the command line and the notebook's environment overrides: one parser per kind of
-value, so a bad value is refused with the same one-line message in both."""
+value, so a bad value is refused with the same one-line message in both; `setting` declares a config field
+with its help and parser, once, for both."""
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import fields, replace
-from typing import Callable, TypeVar, get_type_hints
-
-from .config import TrainConfig
+from dataclasses import field, fields, replace
+from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -84,21 +83,28 @@ def finite_float(text: str) -> float:
     return _number(text, float, math.isfinite, "a number")
 
 
+def nonnegative_float(text: str) -> float:
+    return _number(text, float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+
+
 def optional_switch(text: str) -> bool | None:
     """A switch, or "auto" (None: the code decides)."""
     return None if text.strip().lower() == "auto" else switch(text)
 
 
-PARSERS = {int: whole_number, float: finite_float, bool: switch, str: str, bool | None: optional_switch}
+def setting(default, help: str, parse: Callable[[str], object] | None = None, choices: tuple[str, ...] = ()):
+    """A dataclass field that is a user setting: its default, its help, and how its text is read (`parse`, or
+    one of `choices`). The command line's options and the notebook's overrides are made from these."""
+    parse = one_of(*choices) if choices else parse
+    return field(default=default, metadata={"help": help, "parse": parse, "choices": choices})
 
 
-def config_from_env(base: TrainConfig = TrainConfig(), prefix: str = "S11_") -> TrainConfig:
-    """`base` with each setting overridden by its environment variable where one is set: S11_BATCH_SIZE=256 sets
-    batch_size, S11_FLIP=0 turns the flip off. A bad value stops with one line naming the variable."""
-    hints, changes = get_type_hints(TrainConfig), {}
-    for f in fields(TrainConfig):
-        name = prefix + f.name.upper()
-        changes[f.name] = env_setting(name, getattr(base, f.name), PARSERS[hints[f.name]])
+def config_from_env(base: T, prefix: str = "S11_") -> T:
+    """`base` (a dataclass of `setting` fields, e.g. TrainConfig()) with each setting overridden by its
+    environment variable where one is set: S11_BATCH_SIZE=256 sets batch_size, S11_FLIP=0 turns the flip off. A
+    bad value stops with one line naming the variable."""
+    changes = {f.name: env_setting(prefix + f.name.upper(), getattr(base, f.name), f.metadata["parse"])
+               for f in fields(base)}
     try:
         return replace(base, **changes)
     except ValueError as e:

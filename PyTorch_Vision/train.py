@@ -1,6 +1,6 @@
-"""Training: the step (SGD + Nesterov, mixed precision, channels_last), the epoch loop stepping the schedule of
-schedule.py every batch, and checkpoints during and after every epoch so that an interrupted run resumes to the
-same result."""
+"""Training: the step (SGD + Nesterov, mixed precision, channels_last), one epoch stepping the schedule of
+schedule.py every batch, the evaluation after it, and `fit`, which loops over epochs and keeps the run's folder
+(run_folder.py) so that an interrupted run resumes to the same result."""
 from __future__ import annotations
 
 import contextlib
@@ -9,26 +9,25 @@ import math
 import os
 import re
 import signal
-import sys
 import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
-from .checkpoint import CheckpointError, atomic_write, check_resumable, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError
 from .config import TrainConfig
 from .data import CIFAR10Data, make_batches
-from .evaluation import FP32, Predictions, predict
+from .evaluation import Predictions, eval_mode, predict
 from .history import History
-from .precision import Precision, choose_precision
+from .precision import FP32, Precision, choose_precision
+from .progress import EpochLog
+from .run_folder import EpochProgress, RunFolder, machine_record
 from .schedule import make_scheduler, warmup_and_peak
-from .utils import default_device, device_name, progress_bar
+from .utils import default_device
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -78,68 +77,6 @@ def _full_batches_through(full_step, other_step, batch_size: int):
     return step
 
 
-@dataclass
-class EpochProgress:
-    """How far an epoch has got: what a mid-epoch checkpoint holds so that a resumed run goes on from there."""
-
-    epoch: int
-    batches: int = 0        # training batches done
-    loss_sum: float = 0.0   # sum of per-sample losses so far
-    correct: int = 0
-    seen: int = 0           # images counted in loss_sum and correct
-    skipped: int = 0        # steps GradScaler skipped (fp16 overflow)
-    lr: float = 0.0         # lr of the last batch done
-    seconds: float = 0.0    # wall time spent in this epoch so far
-
-
-def _train_epoch(model, batches, step, optimizer, scheduler, bar, progress: EpochProgress, save=None,
-                 save_every_s: float = math.inf, check_every: int = 1, stop=lambda: False,
-                 ema: AveragedModel | None = None) -> EpochProgress:
-    """Train on `batches` from batch `progress.batches` on (earlier ones are drawn and skipped, which replays the
-    augmentation's random stream); calls `save(progress)` every `save_every_s` seconds while the loss is finite.
-    Raises FloatingPointError when the loss sum is not finite, looking every `check_every` batches (a look
-    waits for the device); returns early, between two batches, once `stop()` is true."""
-    model.train()
-    start = time.perf_counter() - progress.seconds
-    loss_sum = torch.tensor(progress.loss_sum, device=next(model.parameters()).device)
-    correct = torch.tensor(progress.correct, device=loss_sum.device)
-    p, last_save = progress, time.perf_counter()
-    if bar is not None:
-        bar.update(p.batches)
-    for x, y in itertools.islice(batches, p.batches, None):
-        loss, logits, skipped = step(x, y)
-        if ema is not None:
-            ema.update_parameters(model)
-        lr = optimizer.param_groups[0]["lr"]
-        # The schedule follows the batch count, skipped steps included, so a run ends on its planned LR; a step
-        # GradScaler skipped loses one update, as in PyTorch's AMP recipe (and torch warns about exactly that).
-        with warnings.catch_warnings():
-            if skipped:
-                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
-            scheduler.step()
-        counted = not skipped or math.isfinite(loss.item())  # an overflowed fp16 loss says nothing about the model
-        if counted:
-            loss_sum += loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
-        p = replace(p, batches=p.batches + 1, seen=p.seen + len(y) * counted, skipped=p.skipped + skipped, lr=lr)
-        if p.batches % check_every == 0 and not math.isfinite(loss_sum.item()):
-            raise FloatingPointError(f"training loss became {loss_sum.item() / max(p.seen, 1)} by batch "
-                                     f"{p.batches}/{len(batches)}")
-        if bar is not None:
-            bar.update(1)
-            if p.batches % 10 == 1:
-                bar.set_postfix(loss=f"{loss_sum.item() / max(p.seen, 1):.3f}",
-                               acc=f"{100 * correct.item() / max(p.seen, 1):.1f}%")
-        if save is not None and time.perf_counter() - last_save >= save_every_s and p.batches < len(batches) \
-                and math.isfinite(loss_sum.item()):
-            save(replace(p, loss_sum=loss_sum.item(), correct=int(correct.item()),
-                         seconds=time.perf_counter() - start))
-            last_save = time.perf_counter()
-        if stop():
-            break
-    return replace(p, loss_sum=loss_sum.item(), correct=int(correct.item()), seconds=time.perf_counter() - start)
-
-
 def recompute_batchnorm(model: nn.Module, batches, images: int, precision: Precision = FP32,
                         channels_last: bool = False) -> None:
     """Set `model`'s BatchNorm statistics to plain averages over the first `images` images of `batches`, with the
@@ -149,13 +86,12 @@ def recompute_batchnorm(model: nn.Module, batches, images: int, precision: Preci
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms or images <= 0:
         return
-    momenta, was_training = [m.momentum for m in norms], model.training
+    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the batches seen
-    model.train()
     seen = 0
-    with torch.no_grad():
+    with eval_mode(model, training=True), torch.no_grad():
         for x, _ in batches:
             if seen >= images:
                 break
@@ -164,7 +100,6 @@ def recompute_batchnorm(model: nn.Module, batches, images: int, precision: Preci
             seen += len(x)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
-    model.train(was_training)
 
 
 @dataclass
@@ -191,8 +126,9 @@ def prepare(model: nn.Module, data: CIFAR10Data, config: TrainConfig, device: to
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    if precision is None:
-        precision = choose_precision(device, config.precision, model, batch_size, config.channels_last)
+    if precision is None:  # timed at the batch the run really has: at most the whole training set
+        precision = choose_precision(device, config.precision, model, min(batch_size, len(data.train_labels)),
+                                     config.channels_last)
     train_batches, test_batches = make_batches(data, batch_size, device, config.augmentation(),
                                                config.seed, config.on_device_data)
     optimizer = make_optimizer(model, config)
@@ -207,126 +143,103 @@ def prepare(model: nn.Module, data: CIFAR10Data, config: TrainConfig, device: to
     return Setup(device, precision, train_batches, test_batches, optimizer, scaler, criterion, step)
 
 
-def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(),
-        device: torch.device | str | None = None,
-        out_dir: str | os.PathLike | None = None, resume: bool = False, progress: str = "bar",
-        checkpoint_seconds: float = 600.0) -> History:
-    """Train `model` on `data` with `config`; returns the History.
+@dataclass
+class TrainState:
+    """What a checkpoint holds of a run in progress: the model and what steps it."""
 
-    With `out_dir`, writes history.json and checkpoint.pt there after every epoch, and checkpoint.pt also every
-    `checkpoint_seconds` within an epoch (atomically); with `resume`, continues from the checkpoint to the same
-    result as an uninterrupted run. `progress`: "bar" (a bar per epoch and a line per epoch), "epoch" (the line
-    only) or "none". With `config.ema`, every evaluation uses the weights' moving average, and `model` ends
-    holding it; with `config.bn_stats_images`, the evaluated model's BatchNorm statistics are recomputed first.
-    """
-    if progress not in ("bar", "epoch", "none"):
-        raise ValueError(f"progress must be 'bar', 'epoch' or 'none', got {progress!r}")
-    if not checkpoint_seconds >= 0:
-        raise ValueError(f"checkpoint_seconds must be >= 0 (0: after every batch), got {checkpoint_seconds!r}")
-    out = _output_folder(out_dir, resume)
-    ckpt_path = out / "checkpoint.pt" if out else None
-    ckpt = load_checkpoint(ckpt_path) if resume else None
-    device = torch.device(device) if device is not None else default_device()
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    ema: AveragedModel | None = None  # the weights' moving average, which evaluation then uses
 
-    recorded = recorded_precision(ckpt["history"].get("run", {}), device, config) if ckpt else None
-    s = prepare(model, data, config, device, precision=recorded)
-    optimizer, scaler, train_batches = s.optimizer, s.scaler, s.train_batches
-    # the weights' exponential moving average (BatchNorm statistics included), which evaluation then uses
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) \
-        if config.ema else None
-    scheduler = make_scheduler(optimizer, config, len(train_batches))
-    warmup, peak = warmup_and_peak(config, config.epochs * len(train_batches))
+    @property
+    def evaluated(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
 
-    history = History(run={"config": asdict(config), "data": data.source, **data.fingerprint(),
-                           **_where(s.device, s.precision), "peak_lr": peak})
-    if progress != "none":
-        tqdm.write(f"training on {device_name(s.device)} in {s.precision}", file=sys.stdout)
-    if progress != "none" and peak < config.max_lr and not resume:
-        tqdm.write(f"short run: a warm-up of {warmup:.1f} batches, under min_warmup_steps={config.min_warmup_steps}, "
-                   f"so the LR peaks at {peak:.3g} instead of max_lr {config.max_lr}", file=sys.stdout)
-    partial = None
-    if resume:
-        history, partial = _restore(ckpt, ckpt_path, model, optimizer, scheduler, scaler, ema, config, data)
-        if progress != "none":
-            for i in range(len(history)):  # so that a resumed run's output still has every epoch's line
-                tqdm.write(_epoch_line(history, i, config.epochs), file=sys.stdout)
-            where = f"in epoch {partial.epoch}/{config.epochs} at batch {partial.batches}/{len(train_batches)}" \
-                if partial else f"after epoch {len(history)}/{config.epochs}"
-            tqdm.write(f"resumed {ckpt_path} {where}", file=sys.stdout)
-    # which epochs ran where, and in which precision: a resumed run may land on another machine
-    first = {"from_epoch": partial.epoch, "from_batch": partial.batches} if partial else {"from_epoch": len(history) + 1}
-    history.run["segments"] = history.run.get("segments", []) + [{**first, **_where(s.device, s.precision)}]
-    if out is not None:  # find a full disk or a read-only folder now, not after the first epoch
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / ".write-test", b"")
-        (out / ".write-test").unlink()
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "ema": self.ema.state_dict() if self.ema is not None else None}
 
-    kept = (f"epoch {partial.epoch} at batch {partial.batches}" if partial else f"epoch {len(history)}") \
-        if resume else None  # what the checkpoint on disk holds
-
-    def save_state(partial: EpochProgress | None = None) -> None:
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None, "history": history.to_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "config": asdict(config), "data": data.fingerprint(),
-            "partial": asdict(partial) if partial is not None else None})  # what _restore reads back
-
-    def save_partial(p: EpochProgress) -> None:
-        nonlocal kept
-        save_state(p)
-        kept = f"epoch {p.epoch} at batch {p.batches}"
-
-    check_every = 16 if s.device.type == "cuda" and scaler is None else 1  # elsewhere a look costs nothing
-    with _stop_after_batch_on_interrupt() as stop_asked:
-        for epoch in range(len(history) + 1, config.epochs + 1):
-            train_batches.set_epoch(epoch)
-            bar = progress_bar(len(train_batches), f"epoch {epoch}/{config.epochs}") if progress == "bar" else None
-
-            def diverged(what: str) -> FloatingPointError:
-                on_disk = f"the checkpoint of {kept} is kept in {out}" if kept else "no checkpoint was written"
-                return FloatingPointError(f"{what} in epoch {epoch} ({s.precision}); {on_disk}. "
-                                          f"Lower max_lr (now {config.max_lr}) or check the data.")
-            try:
-                done = _train_epoch(model, train_batches, s.step, optimizer, scheduler, bar,
-                                    partial if partial and partial.epoch == epoch else EpochProgress(epoch),
-                                    save_partial if out is not None else None, checkpoint_seconds, check_every,
-                                    stop_asked, ema)
-            except FloatingPointError as e:
-                raise diverged(str(e)) from None
-            finally:
-                if bar is not None:
-                    bar.close()
-            if done.batches < len(train_batches):  # interrupted: keep this batch's state, then stop
-                where = f"epoch {epoch} at batch {done.batches}/{len(train_batches)}"
-                if out is None:
-                    raise KeyboardInterrupt(f"stopped in {where}; nothing was saved (no out_dir)")
-                save_partial(done)
-                raise KeyboardInterrupt(f"stopped in {where}; its checkpoint is in {out}: resume with --resume "
-                                        "(command line), resume=True (fit), or by running the notebook's training "
-                                        "cell again")
-            if not done.seen:
-                raise diverged(f"every step overflowed fp16 (GradScaler skipped all {done.skipped})")
-            train_loss = done.loss_sum / done.seen
-            if not math.isfinite(train_loss):
-                raise diverged(f"training loss became {train_loss}")
-            start = time.perf_counter()
-            test = _evaluate(ema.module if ema is not None else model, s, config, epoch)
-            history.append(epoch=epoch, train_loss=train_loss, train_acc=100 * done.correct / done.seen,
-                           test_loss=test.loss, test_acc=test.accuracy, lr=done.lr,
-                           epoch_seconds=done.seconds + time.perf_counter() - start, skipped_steps=done.skipped)
-            if progress != "none":
-                tqdm.write(_epoch_line(history, -1, config.epochs), file=sys.stdout)
-            if out is not None:
-                save_state()
-                history.save(out / "history.json")
-                kept = f"epoch {epoch}"
-    if ema is not None:  # the model handed back is the one every evaluation measured
-        model.load_state_dict(ema.module.state_dict())
-    return history
+    def load_state_dict(self, ckpt: dict, path) -> None:
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0]}); "
+                                  "resume with the model it was trained with") from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
 
 
-def _evaluate(model: nn.Module, s: Setup, config: TrainConfig, epoch: int) -> Predictions:
+def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights and BatchNorm statistics (None for decay 0)."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay else None
+
+
+def train_one_epoch(state: TrainState, s: Setup, progress: EpochProgress, log: EpochLog, save=None,
+                    stop=lambda: False) -> EpochProgress:
+    """Train on s.train_batches of epoch `progress.epoch` from batch `progress.batches` on (earlier ones are drawn
+    and skipped, which replays the augmentation's random stream); offers `save(progress)` the state after each
+    batch while the loss is finite; returns early, between two batches, once `stop()` is true. Raises
+    FloatingPointError when the loss stops being finite or every fp16 step overflowed."""
+    batches, p = s.train_batches, progress
+    batches.set_epoch(p.epoch)
+    state.model.train()
+    start = time.perf_counter() - p.seconds
+    loss_sum = torch.tensor(p.loss_sum, device=s.device)
+    correct = torch.tensor(p.correct, device=s.device)
+    check_every = 16 if s.device.type == "cuda" and s.scaler is None else 1  # elsewhere a look costs nothing
+    with log.bar(p.epoch, len(batches), p.batches) as bar:
+        for x, y in itertools.islice(batches, p.batches, None):
+            loss, logits, skipped = s.step(x, y)
+            lr = _after_step(state, skipped)
+            counted = not skipped or math.isfinite(loss.item())  # an overflowed fp16 loss says nothing of the model
+            if counted:
+                loss_sum += loss * len(y)
+                correct += (logits.argmax(1) == y).sum()
+            p = replace(p, batches=p.batches + 1, seen=p.seen + len(y) * counted, skipped=p.skipped + skipped, lr=lr)
+            if p.batches % check_every == 0 and not math.isfinite(loss_sum.item()):
+                raise FloatingPointError(f"training loss became {loss_sum.item() / max(p.seen, 1)} by batch "
+                                         f"{p.batches}/{len(batches)}")
+            if bar is not None:
+                bar.update(1)
+                if p.batches % 10 == 1:
+                    bar.set_postfix(loss=f"{loss_sum.item() / max(p.seen, 1):.3f}",
+                                    acc=f"{100 * correct.item() / max(p.seen, 1):.1f}%")
+            if save is not None and p.batches < len(batches) and math.isfinite(loss_sum.item()):
+                save(replace(p, loss_sum=loss_sum.item(), correct=int(correct.item()),
+                             seconds=time.perf_counter() - start))
+            if stop():
+                break
+    p = replace(p, loss_sum=loss_sum.item(), correct=int(correct.item()), seconds=time.perf_counter() - start)
+    if p.batches == len(batches) and not p.seen:
+        raise FloatingPointError(f"every step overflowed fp16 (GradScaler skipped all {p.skipped})")
+    if p.batches == len(batches) and not math.isfinite(p.loss_sum / p.seen):
+        raise FloatingPointError(f"training loss became {p.loss_sum / p.seen}")
+    return p
+
+
+def _after_step(state: TrainState, skipped: bool) -> float:
+    """The moving average and the schedule after a step; returns the LR the step used."""
+    if state.ema is not None:
+        state.ema.update_parameters(state.model)
+    lr = state.optimizer.param_groups[0]["lr"]
+    # The schedule follows the batch count, skipped steps included, so a run ends on its planned LR; a step
+    # GradScaler skipped loses one update, as in PyTorch's AMP recipe (and torch warns about exactly that).
+    with warnings.catch_warnings():
+        if skipped:
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
+        state.scheduler.step()
+    return lr
+
+
+def evaluate(model: nn.Module, s: Setup, config: TrainConfig, epoch: int) -> Predictions:
     """An epoch's test figures (Predictions without images): BatchNorm statistics first recomputed over this
     epoch's augmented batches, from the first, when `config.bn_stats_images` asks for it."""
     if config.bn_stats_images:
@@ -335,60 +248,70 @@ def _evaluate(model: nn.Module, s: Setup, config: TrainConfig, epoch: int) -> Pr
     return predict(model, s.test_batches, s.precision, config.channels_last, s.criterion, keep_images=False)
 
 
-def _output_folder(out_dir: str | os.PathLike | None, resume: bool) -> Path | None:
-    """The run's folder as a Path, refused before any work when it cannot take this run: a file, another run's
-    folder (unless resuming), or no folder to resume from."""
-    if out_dir is None:
-        if resume:
-            raise ValueError("resume needs out_dir: the folder holding checkpoint.pt")
-        return None
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file, not a folder: choose a folder for the run's outputs")
-    if not resume and (out / "checkpoint.pt").exists():
-        raise CheckpointError(f"{out} already holds a run (checkpoint.pt); resume it (--resume / resume=True) "
-                              "or choose another output folder: nothing was overwritten")
-    return out
+def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(),
+        device: torch.device | str | None = None,
+        out_dir: str | os.PathLike | None = None, resume: bool = False, progress: str = "bar",
+        checkpoint_seconds: float = 600.0) -> History:
+    """Train `model` on `data` with `config`; returns the History. With `out_dir`, writes history.json and
+    checkpoint.pt there after every epoch, and checkpoint.pt also every `checkpoint_seconds` within an epoch
+    (atomically); with `resume`, continues from the checkpoint to the same result as an uninterrupted run.
+    `progress`: "bar" (a bar and a line per epoch), "epoch" (the line only) or "none". With `config.ema`, every
+    evaluation uses the weights' moving average, and `model` ends holding it; with `config.bn_stats_images`, the
+    evaluated model's BatchNorm statistics are recomputed first."""
+    log = EpochLog(progress, config.epochs)
+    folder = RunFolder(out_dir, resume, checkpoint_seconds)
+    device = torch.device(device) if device is not None else default_device()
+    s = prepare(model, data, config, device, precision=folder.recorded_precision(device, config))
+    state = TrainState(model, s.optimizer, make_scheduler(s.optimizer, config, len(s.train_batches)), s.scaler,
+                       make_ema(model, config.ema))
+    history, partial = folder.start(state, config, data, _run_record(config, data, len(s.train_batches)),
+                                    machine_record(s.device, s.precision))
+    _announce(log, s, config, history, partial, folder)
+    with stop_after_batch_on_interrupt() as stop_asked:
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            start = partial if partial and partial.epoch == epoch else EpochProgress(epoch)
+            try:
+                done = train_one_epoch(state, s, start, log, lambda p: folder.save_if_due(state, history, p),
+                                       stop_asked)
+            except FloatingPointError as e:
+                raise folder.diverged(str(e), epoch, s.precision, config.max_lr) from None
+            if done.batches < len(s.train_batches):  # interrupted: keep this batch's state, then stop
+                raise folder.stopped(state, history, done, len(s.train_batches))
+            evaluated = time.perf_counter()
+            test = evaluate(state.evaluated, s, config, epoch)
+            history.append(epoch=epoch, train_loss=done.loss_sum / done.seen, train_acc=100 * done.correct / done.seen,
+                           test_loss=test.loss, test_acc=test.accuracy, lr=done.lr, skipped_steps=done.skipped,
+                           epoch_seconds=done.seconds + time.perf_counter() - evaluated)
+            log.epoch(history)
+            folder.save(state, history)
+    if state.ema is not None:  # the model handed back is the one every evaluation measured
+        model.load_state_dict(state.ema.module.state_dict())
+    return history
 
 
-def _where(device: torch.device, precision: Precision) -> dict:
-    """What a run records of the machine it trains on: device, precision (with the rates it was chosen by), torch."""
-    return {"device": device_name(device), "precision": precision.name, "precision_rates": dict(precision.rates),
-            "torch": str(torch.__version__)}
+def _run_record(config: TrainConfig, data: CIFAR10Data, batches_per_epoch: int) -> dict:
+    """What history.json records of a run besides its machine: settings, data, the LR's peak."""
+    _, peak = warmup_and_peak(config, config.epochs * batches_per_epoch)
+    return {"config": asdict(config), "data": data.source, **data.fingerprint(), "peak_lr": peak}
 
 
-def recorded_precision(run: dict, device: torch.device | str, config: TrainConfig) -> Precision | None:
-    """The precision a run (its History's `run` record) last trained in, where that was on this machine: resumed
-    there, or evaluated there, it keeps it. None for a new run, another machine or a precision set by hand."""
-    last = (run.get("segments") or [{}])[-1]
-    device = torch.device(device)
-    if config.precision != "auto" or last.get("device") != device_name(device) or "precision" not in last:
-        return None
-    return Precision(last["precision"], device.type, tuple(last.get("precision_rates", {}).items()))
-
-
-def _restore(ckpt: dict, path: Path, model: nn.Module, optimizer, scheduler, scaler, ema, config: TrainConfig,
-             data: CIFAR10Data) -> tuple[History, EpochProgress | None]:
-    """Load the state `fit` saved at `path` (read as `ckpt`) into model, optimizer, scheduler, scaler and ema, once
-    it is shown to be this run's (same settings, same data); returns its History and, if saved mid-epoch, its
-    progress."""
-    check_resumable(ckpt, config, data.fingerprint(), path)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0]}); "
-                              "resume with the model it was trained with") from None
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None:
-        ema.load_state_dict(ckpt["ema"])
-    return History.from_dict(ckpt["history"]), EpochProgress(**ckpt["partial"]) if ckpt.get("partial") else None
+def _announce(log: EpochLog, s: Setup, config: TrainConfig, history: History, partial: EpochProgress | None,
+              folder: RunFolder) -> None:
+    """The lines a run starts with: a short run's lower peak; a resumed run's earlier epochs and where it goes on;
+    then where and in which precision it trains."""
+    warmup, peak = warmup_and_peak(config, config.epochs * len(s.train_batches))
+    if peak < config.max_lr and folder.saved is None:
+        log.write(f"short run: a warm-up of {warmup:.1f} batches, under min_warmup_steps={config.min_warmup_steps}, "
+                  f"so the LR peaks at {peak:.3g} instead of max_lr {config.max_lr}")
+    if folder.saved is not None:
+        for i in range(len(history)):  # so that a resumed run's output still has every epoch's line
+            log.epoch(history, i)
+        log.write(folder.describe_resume(history, partial, config.epochs, len(s.train_batches)))
+    log.write(f"training on {history.run['segments'][-1]['device']} in {s.precision}")
 
 
 @contextlib.contextmanager
-def _stop_after_batch_on_interrupt():
+def stop_after_batch_on_interrupt():
     """While training, Ctrl-C (or a notebook's interrupt) asks the loop to stop after the batch in progress, so
     the checkpoint it leaves is consistent; a second Ctrl-C stops at once. Yields stop_asked() -> bool."""
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
@@ -406,10 +329,3 @@ def _stop_after_batch_on_interrupt():
         yield lambda: bool(asked)
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _epoch_line(history: History, i: int, epochs: int) -> str:
-    return (f"epoch {history.epoch[i]:2d}/{epochs}  train loss {history.train_loss[i]:.4f} "
-            f"acc {history.train_acc[i]:5.2f}%  test loss {history.test_loss[i]:.4f} acc {history.test_acc[i]:5.2f}%  "
-            f"lr {history.lr[i]:.4f}  {history.epoch_seconds[i]:.1f} s"
-            + (f"  ({history.skipped_steps[i]} fp16 steps skipped)" if history.skipped_steps[i] else ""))

@@ -10,7 +10,7 @@ the hole clipped at the border (as DeVries & Taylor's code does), reflected inst
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI on import otherwise
@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
 
+from .settings import setting, share, switch
+
 PAD = 4
 HOLE = 16
 PADDINGS = ("mean", "reflect")
@@ -28,13 +30,17 @@ PADDINGS = ("mean", "reflect")
 
 @dataclass(frozen=True)
 class Augmentation:
-    """The training augmentation's switches, checked once when made; the defaults are the recipe."""
+    """The training augmentation's switches, checked once when made; the defaults are the recipe. A new switch is
+    a field here (TrainConfig, the command line and the notebook's overrides take it from here) and its use below."""
 
-    flip: bool = True
-    cutout: bool = True            # the 16x16 hole at all; off only for ablations
-    cutout_p: float = 0.5          # share of the images that get the hole
-    cutout_anywhere: bool = False  # hole centre anywhere, clipped at the border (DeVries & Taylor); else inside
-    padding: str = "mean"          # the crop's 4-px border: the mean colour, or the image reflected
+    flip: bool = setting(True, "horizontal flip of half of the images", switch)
+    cutout: bool = setting(True, "the 16x16 CutOut hole at all (off: an ablation, not the recipe)", switch)
+    cutout_p: float = setting(0.5, "share of the images that get the hole (0.5: half, the reference's p; 1: all)",
+                              share)
+    cutout_anywhere: bool = setting(False, "hole centre anywhere, clipped at the border (DeVries & Taylor's "
+                                    "Cutout); else wholly inside the image", switch)
+    padding: str = setting("mean", "the crop's 4-px border: the mean colour or the image reflected",
+                           choices=PADDINGS)
 
     def __post_init__(self):
         if not 0 <= self.cutout_p <= 1:
@@ -79,12 +85,12 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
         raise ValueError(f"mean/std are per-channel values in 0..1 (albumentations' convention), got {mean}, {std}")
 
 
-def train_transforms(mean: Sequence[float], std: Sequence[float],
-                     augmentation: Augmentation = Augmentation()) -> A.Compose:
-    """Pad+crop, optional flip, one 16x16 CutOut (variants: see `Augmentation`), normalize: HxWx3 uint8 `image=`
-    -> 3x32x32 float tensor."""
+def train_transforms(mean: Sequence[float], std: Sequence[float], augmentation: Augmentation = Augmentation(),
+                     **changes) -> A.Compose:
+    """Pad+crop, optional flip, one 16x16 CutOut (variants: see `Augmentation`; `changes` replace its fields by
+    name, as in train_transforms(mean, std, flip=False)), normalize: HxWx3 uint8 `image=` -> 3x32x32 float tensor."""
     _check_stats(mean, std)
-    aug, fill = augmentation, mean_colour(mean)
+    aug, fill = replace(augmentation, **changes), mean_colour(mean)
     border = {"border_mode": cv2.BORDER_REFLECT_101} if aug.padding == "reflect" else \
         {"border_mode": cv2.BORDER_CONSTANT, "fill": fill}
     steps = [A.Pad(padding=PAD, **border), A.RandomCrop(height=32, width=32)]

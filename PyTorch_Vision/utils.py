@@ -1,23 +1,28 @@
-"""Small helpers: the device and its name, progress bars, the code's version, seeding, `denormalize`, Markdown
-tables."""
+"""Small helpers: the device and its name, the code's version, seeding, `denormalize`, Markdown tables."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import platform
 import random
 import subprocess
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-# The committed notebook (S11_ResNet18.ipynb, a full run of an older commit) imports these from here, and its
-# cells cannot change without a new full run. Delete the two lines with that run (docs/NOTEBOOK_RUN.md).
-from .evaluation import misclassified, predict  # noqa: F401
-from .plots import plot_confusion, plot_gradcam, plot_history, plot_misclassified, show_images  # noqa: F401
+# The committed notebook (S11_ResNet18.ipynb, a full run of an older commit) imports these names from here, and
+# its cells cannot change without a new full run; they live in evaluation.py and plots.py, loaded on first use so
+# that importing utils does not load matplotlib. Delete _MOVED and __getattr__ with that run.
+_MOVED = {"misclassified": "evaluation", "predict": "evaluation", "plot_confusion": "plots", "plot_gradcam": "plots",
+          "plot_history": "plots", "plot_misclassified": "plots", "show_images": "plots"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_device() -> torch.device:
@@ -76,29 +81,9 @@ def device_name(device: torch.device | str) -> str:
     return f"CPU{': ' + model if model else ''} ({usable_cores()} cores, {torch.get_num_threads()} torch threads)"
 
 
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (Jupyter, Colab, nbclient), where output can hold widgets."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
-
-
-def progress_bar(total: int, desc: str):
-    """A tqdm bar that disappears when closed: a widget in a notebook whose kernel has ipywidgets, plain text
-    elsewhere (tqdm.auto would warn in red instead when a notebook lacks ipywidgets)."""
-    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
-        from tqdm.notebook import tqdm
-        return tqdm(total=total, desc=desc, leave=False)
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stdout, dynamic_ncols=True)
-
-
-def code_version() -> str:
-    """The commit this package runs from, for reports: $S11_COMMIT where a copy without git history runs, else
-    git's short hash (marked when files differ from it), else "unknown"."""
-    if os.environ.get("S11_COMMIT"):
-        return os.environ["S11_COMMIT"]
-    here = Path(__file__).resolve().parent
+def code_version(here: str | os.PathLike = Path(__file__).resolve().parent) -> str:
+    """The commit a checkout (default: this package's) is at, for reports: git's short hash (marked when tracked
+    files differ from it), or "unknown" outside a git checkout."""
     try:
         head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=30)

@@ -19,6 +19,7 @@ def run_cli(*args, cwd=ROOT):
                           cwd=cwd, env=env, timeout=600)
 
 
+@pytest.mark.slow
 def test_train_end_to_end_writes_history_checkpoint_and_figures(image_folder, tmp_path):
     root, _ = image_folder
     out = tmp_path / "run"
@@ -95,6 +96,7 @@ def test_recipe_options_reach_the_training_config(monkeypatch, tmp_path):
     assert "pct_start=0.2, min_warmup_steps=50, anneal='linear'" in str(e.value)
 
 
+@pytest.mark.slow
 def test_lr_find_writes_curve_and_suggestion(image_folder, tmp_path):
     root, _ = image_folder
     out = tmp_path / "lr"
@@ -118,3 +120,17 @@ def test_results_prints_a_history_as_markdown(tmp_path, capsys):
     assert out.strip() == results_markdown(h) and "**25.00%**" in out and "| 1 | 2.0000 | 20.00 |" in out
     assert main(["results", str(tmp_path / "absent.json")]) == 1
     assert "no history at" in capsys.readouterr().err
+
+
+def test_every_setting_is_an_option_with_the_configs_default():
+    from dataclasses import fields
+
+    from PyTorch_Vision.__main__ import build_parser, config_from_args
+    from PyTorch_Vision.config import TrainConfig
+
+    for command in ("train", "lr-find"):
+        assert config_from_args(build_parser().parse_args([command])) == TrainConfig()
+    changed = config_from_args(build_parser().parse_args(
+        ["train"] + [f"--no-{f.name.replace('_', '-')}" for f in fields(TrainConfig) if f.default is True]))
+    assert [f.name for f in fields(TrainConfig) if getattr(changed, f.name) is False and f.default is True] == \
+        ["flip", "cutout", "channels_last"]

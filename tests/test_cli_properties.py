@@ -8,7 +8,6 @@ import pickle
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
@@ -20,6 +19,7 @@ from conftest import write_image_folder
 from PyTorch_Vision.data import synthetic_cifar10
 
 RUNS, MISTAKES = 30, 150  # examples of each test; their time: docs/FAULTS.md
+pytestmark = pytest.mark.slow  # a minute or more each
 
 
 class SmallNet(nn.Module):

@@ -52,6 +52,7 @@ def test_predict_runs_in_eval_mode_and_restores_train_mode(tiny_data):
     torch.testing.assert_close(preds.confidence, expected)
 
 
+@pytest.mark.slow
 def test_the_report_and_the_history_give_one_accuracy_for_one_model(tiny_data, tmp_path):
     from PyTorch_Vision.report import make_report
     from PyTorch_Vision.models import ResNet18
@@ -96,6 +97,7 @@ def test_a_model_without_mistakes_gets_a_report_too(tiny_data, tmp_path):
     assert (tmp_path / "misclassified_gradcam.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_the_gallery_can_title_each_heatmap_with_its_deletion_gap(tiny_data):
     from PyTorch_Vision.faithfulness import deletion_curves
     from PyTorch_Vision.gradcam import GradCAM

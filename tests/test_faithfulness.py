@@ -80,22 +80,42 @@ def test_ranks_and_rank_correlation_have_exact_known_values():
     assert rank_correlation(x, y)[0] == pytest.approx(np.corrcoef(rx, ry)[0, 1])
 
 
+class ChannelNet(nn.Module):
+    """Trained: class 0's logit is the mean of the first input channel (a 1x1 convolution copies it to 4 features),
+    so its GradCAM ranks pixels exactly as that channel; a re-initialised copy mixes the channels at random."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1, bias=False)
+        self.features = nn.Identity()  # the GradCAM target
+        self.linear = nn.Linear(4, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[:, 0] = 1.0
+            self.linear.weight.copy_(torch.tensor([[1.0] * 4, [-1.0] * 4]))
+
+    def forward(self, x):
+        return self.linear(self.features(torch.relu(self.conv(x))).mean((2, 3)))
+
+
 def test_the_randomisation_check_compares_with_a_fresh_copy_and_leaves_the_model_alone():
     torch.manual_seed(0)
-    model = QuadrantNet()
+    model = ChannelNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fresh = reinitialised(model, seed=3)
-    assert not torch.equal(fresh.features[0].weight, model.features[0].weight)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    images, classes = torch.rand(4, 3, 32, 32) + 0.5, torch.zeros(4, dtype=torch.long)
-    cam = GradCAM(model, model.masked)
-    same = rank_correlation(cam(images, classes), cam(images, classes))
-    assert torch.allclose(same, torch.ones(4, dtype=torch.float64))
-    r = randomisation_check(model, "masked", images, classes, seed=3)
-    assert r.shape == (4,) and ((r >= -1) & (r <= 1) | torch.isnan(r)).all()
+    images, classes = torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    trained = GradCAM(model, model.features)(images, classes)
+    assert torch.allclose(rank_correlation(trained, images[:, 0]), torch.ones(4, dtype=torch.float64))
+    fresh = reinitialised(model, seed=0)
+    assert not torch.equal(fresh.conv.weight, model.conv.weight)
+    r = randomisation_check(model, "features", images, classes, seed=0)
+    torch.testing.assert_close(r, rank_correlation(trained, GradCAM(fresh, fresh.features)(images, classes)),
+                               rtol=0, atol=1e-12)
+    assert (r.abs() < 0.5).all(), "a re-initialised model's heatmaps rank the pixels otherwise"
+    assert not torch.equal(r, randomisation_check(model, "features", images, classes, seed=1)), "the seed counts"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_measure_layers_ranks_layers_and_draws_the_curves(tmp_path):
     from PyTorch_Vision.faithfulness import faithfulness_markdown, measure_layers
     from PyTorch_Vision.models import ResNet18
@@ -106,13 +126,24 @@ def test_measure_layers_ranks_layers_and_draws_the_curves(tmp_path):
     images = torch.randn(4, 3, 32, 32)
     results = measure_layers(model, images, ("layer4.1", "layer3.1"), steps=4)
     assert [(r.layer, r.map_size) for r in results] == [("layer4.1", 4), ("layer3.1", 8)]
-    assert all(-1 <= r.deletion_gap <= 1 and r.curves.cam.shape == (4, 5) for r in results)
+    assert all(r.deletion_gap == r.curves.deletion_gap.mean().item() and r.curves.cam.shape == (4, 5)
+               for r in results)
     assert results[0].random_cam_gap == results[1].random_cam_gap, "one control for all layers"
     table = faithfulness_markdown(results)
     assert "| layer4.1 | 4x4 |" in table and "| layer3.1 | 8x8 |" in table
     fig = plot_deletion_curves(results, tmp_path / "deletion.png")
     assert len(fig.axes[0].lines) == 3 and (tmp_path / "deletion.png").stat().st_size > 0
     assert not model.training
+
+
+def test_measure_layers_finds_the_layer_that_sees_what_the_model_uses():
+    from PyTorch_Vision.faithfulness import measure_layers
+
+    torch.manual_seed(0)
+    images = torch.rand(16, 3, 32, 32) + 0.5
+    masked = measure_layers(QuadrantNet(), images, ("masked",), steps=8)[0]
+    assert masked.map_size == 32 and masked.deletion_gap > 0.1, "the quadrant's pixels go first"
+    assert abs(masked.random_cam_gap) < 0.05, "random heatmaps: about chance"
 
 
 def test_the_favoured_layer_is_the_best_one_under_the_fill_that_separates_most():

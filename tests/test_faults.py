@@ -3,15 +3,15 @@ images that cannot be normalized, bad notebook settings. Each ends in a clear me
 import errno
 import os
 import signal
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-import PyTorch_Vision.checkpoint as checkpoint_module
+import PyTorch_Vision.files as files_module
 from conftest import CrashAfter, TinyNet
-from PyTorch_Vision.checkpoint import OutputError, atomic_write, load_checkpoint
+from PyTorch_Vision.checkpoint import load_checkpoint
+from PyTorch_Vision.files import OutputError, atomic_write
 from PyTorch_Vision.config import TrainConfig
 from PyTorch_Vision.data import DataError, make_data
 from PyTorch_Vision.history import HISTORY_KEYS, History
@@ -50,7 +50,7 @@ def test_a_full_disk_keeps_the_previous_file_whole(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             self.f.close()
 
-    monkeypatch.setattr(checkpoint_module, "open", lambda p, mode: FullDisk(real_open(p, mode)), raising=False)
+    monkeypatch.setattr(files_module, "open", lambda p, mode: FullDisk(real_open(p, mode)), raising=False)
     with pytest.raises(OutputError) as e:
         atomic_write(path, b"x" * 1000)
     assert e.value.errno == errno.ENOSPC and "No space left on device" in e.value.strerror
@@ -68,7 +68,7 @@ def test_disk_full_during_a_run_stops_with_the_last_checkpoint_intact(tiny_data,
             raise OSError(errno.ENOSPC, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", replace_until_full)
+    monkeypatch.setattr(files_module.os, "replace", replace_until_full)
     with pytest.raises(OutputError, match="checkpoint.pt .*No space left on device.*previous checkpoint.pt there is "
                                           "intact"):
         fit(tiny_model(), tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none")
@@ -81,7 +81,7 @@ def test_a_read_only_output_folder_is_found_before_training(tiny_data, tmp_path,
     def read_only(path, mode="r", *a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(checkpoint_module, "open", read_only, raising=False)
+    monkeypatch.setattr(files_module, "open", read_only, raising=False)
     model = tiny_model()
     with pytest.raises(OutputError, match="Permission denied.*choose a folder you can write to"):
         fit(model, tiny_data, CONFIG, device="cpu", out_dir=tmp_path / "run", progress="none")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PENDING = ROOT / "benchmarks" / "next_notebook.ipynb"  # the notebook of the next full run, while one is queued
+PENDING = ROOT / "benchmarks" / "next_notebook.ipynb"  # the notebook of the next full run, while it waits for one
 NOTEBOOK = PENDING if PENDING.exists() else ROOT / "S11_ResNet18.ipynb"
 
 
@@ -104,7 +104,7 @@ def test_packages_are_installed_by_major_version_not_presence(tmp_path, monkeypa
 def settings_cell() -> str:
     cells = [c for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"]
     source = "".join(cells[1]["source"])
-    assert "S11_EPOCHS" in source, "the second code cell holds the settings"
+    assert "config_from_env" in source, "the second code cell holds the settings"
     return source
 
 
@@ -114,8 +114,9 @@ def test_bad_environment_overrides_stop_the_settings_cell_in_one_line(monkeypatc
     from PyTorch_Vision.settings import SettingError
 
     monkeypatch.setenv(name, value)
-    with pytest.raises(SettingError, match=f"^{name} must be .*got '{value}'"):
+    with pytest.raises(SettingError) as e:
         exec(compile(settings_cell(), str(NOTEBOOK), "exec"), {"os": os})
+    assert name in str(e.value) and f"got {value}" in str(e.value).replace("'", "") and "\n" not in str(e.value)
     monkeypatch.delenv(name)
     namespace = {"os": os}
     exec(compile(settings_cell(), str(NOTEBOOK), "exec"), namespace)

@@ -64,6 +64,18 @@ def cpu_with_rates(monkeypatch, bf16: float, fp32: float):
                         lambda model, precision, *a, **k: {"bf16": bf16, "fp32": fp32}[precision.name])
 
 
+def test_the_precision_is_timed_at_the_batch_the_data_allows(monkeypatch, tiny_data):
+    from PyTorch_Vision.train import prepare
+
+    timed = []
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "training_rate",
+                        lambda model, precision, batch_size, *a, **k: timed.append(batch_size) or 1.0)
+    config = TrainConfig(batch_size=100_000, precision="auto")  # a mistyped batch size must not time 100,000 images
+    prepare(TinyNet(), tiny_data, config, "cpu")
+    assert timed == [len(tiny_data.train_labels)] * 2, "one batch holds at most the whole training set"
+
+
 @pytest.mark.parametrize("bf16, fp32, expected", [(125, 54, "bf16"), (47, 60, "fp32"), (100, 95, "fp32")],
                          ids=["AMX", "no AMX", "within the margin"])
 def test_auto_on_a_cpu_picks_the_precision_that_trains_faster(monkeypatch, bf16, fp32, expected):
@@ -86,7 +98,7 @@ def test_training_rate_times_a_copy_and_leaves_the_model_alone():
 
 def test_a_run_records_its_precision_and_rates_and_a_resume_elsewhere_chooses_again(monkeypatch, tiny_data,
                                                                                    tmp_path):
-    import PyTorch_Vision.train as train_module
+    import PyTorch_Vision.run_folder as run_folder_module
     from PyTorch_Vision.history import History
     from conftest import CrashAfter
     config = replace(CONFIG, precision="auto", epochs=2)
@@ -98,7 +110,7 @@ def test_a_run_records_its_precision_and_rates_and_a_resume_elsewhere_chooses_ag
     with pytest.raises(KeyboardInterrupt):  # stopped again at batch 6
         fit(CrashAfter(TinyNet(), n=4), tiny_data, config, device="cpu", out_dir=tmp_path, resume=True,
             progress="none", checkpoint_seconds=0)
-    monkeypatch.setattr(train_module, "device_name", lambda device: "another CPU")
+    monkeypatch.setattr(run_folder_module, "device_name", lambda device: "another CPU")
     history = fit(CrashAfter(TinyNet(), n=-1), tiny_data, config, device="cpu", out_dir=tmp_path, resume=True,
                   progress="none")
     run = History.load(tmp_path / "history.json").run

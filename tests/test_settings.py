@@ -17,7 +17,7 @@ def test_every_field_can_be_set_from_the_environment(monkeypatch):
     config = config_from_env(TrainConfig(epochs=3))
     assert (config.batch_size, config.max_lr, config.flip, config.padding) == (256, 0.05, False, "reflect")
     assert config.epochs == 3 and config.on_device_data is None  # unset: the base's value
-    assert config_from_env(prefix="NOTHING_SET_") == TrainConfig()
+    assert config_from_env(TrainConfig(), prefix="NOTHING_SET_") == TrainConfig()
 
 
 def test_every_field_has_a_parser(monkeypatch):
@@ -25,17 +25,18 @@ def test_every_field_has_a_parser(monkeypatch):
         value = getattr(TrainConfig(), f.name)
         monkeypatch.setenv("S11_" + f.name.upper(), "auto" if value is None else str(int(value))
                            if isinstance(value, bool) else str(value))
-    assert config_from_env() == TrainConfig()
+    assert config_from_env(TrainConfig()) == TrainConfig()
 
 
 @pytest.mark.parametrize("name, text, message", [
-    ("S11_BATCH_SIZE", "many", "S11_BATCH_SIZE must be a whole number, got 'many'"),
+    ("S11_BATCH_SIZE", "many", "S11_BATCH_SIZE must be a positive whole number, got 'many'"),
     ("S11_FLIP", "maybe", "S11_FLIP must be 1 or 0"),
-    ("S11_MAX_LR", "-1", "max_lr must be a positive number, got -1.0: check S11_MAX_LR"),
-    ("S11_ANNEAL", "step", "anneal must be 'cos' or 'linear', got 'step': check S11_ANNEAL"),
+    ("S11_MAX_LR", "-1", "S11_MAX_LR must be a positive number, got '-1'"),
+    ("S11_ANNEAL", "step", "S11_ANNEAL must be one of cos, linear, got 'step'"),
+    ("S11_BASE_MOMENTUM", "0.99", "need 0 <= base_momentum <= max_momentum < 1, got 0.99, 0.95: check S11_BASE_MOMENTUM"),
 ])
 def test_a_bad_value_is_refused_naming_the_variable(monkeypatch, name, text, message):
     monkeypatch.setenv(name, text)
     with pytest.raises(SettingError) as e:
-        config_from_env()
+        config_from_env(TrainConfig())
     assert message in str(e.value)

@@ -1,12 +1,15 @@
-"""The package's shape: modules of a readable size, imports running one way, figures in plots.py, a short
+"""The package's shape: modules and functions of a readable size, imports running one way, figures in plots.py, a short
 README. What the committed notebook still imports from utils is all that utils may hand on."""
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "PyTorch_Vision"
 MAX_LINES, MAX_SHARE, README_LINES = 350, 0.30, 150
+MAX_FUNCTION_LINES, FIT_LINES = 60, 40
 
 
 def non_blank_lines(path: Path) -> int:
@@ -27,6 +30,16 @@ def test_every_module_is_at_most_350_lines_and_30_percent_of_the_package():
     total = sum(sizes.values())
     too_big = {name: n for name, n in sizes.items() if n > MAX_LINES or n > MAX_SHARE * total}
     assert not too_big, f"split these modules by job (non-blank lines, of {total}): {too_big}"
+
+
+def test_functions_fit_on_a_screen_and_fit_reads_in_one():
+    lengths = {}
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lengths[f"{path.stem}.{node.name}"] = node.end_lineno - node.lineno + 1
+    assert not {name: n for name, n in lengths.items() if n > MAX_FUNCTION_LINES}, "split these functions"
+    assert lengths["train.fit"] <= FIT_LINES, f"train.fit has {lengths['train.fit']} lines: name its pieces"
 
 
 def test_imports_run_one_way():
@@ -60,14 +73,24 @@ def notebook_names_from_utils(notebook: Path) -> set[str]:
 
 
 def test_figures_live_in_plots_and_utils_hands_on_only_what_the_committed_notebook_needs():
-    utils = ast.parse((PACKAGE / "utils.py").read_text())
-    defined = {node.name for node in utils.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    from PyTorch_Vision import utils
+
+    utils_tree = ast.parse((PACKAGE / "utils.py").read_text())
+    defined = {node.name for node in utils_tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     assert not {name for name in defined if name.startswith("plot_") or name == "show_images"}, \
         "figures belong in plots.py"
-    handed_on = set().union(*package_imports(PACKAGE / "utils.py").values())
+    assert not package_imports(PACKAGE / "utils.py"), "utils imports nothing of the package"
+    handed_on = set(getattr(utils, "_MOVED", {}))
     needed = notebook_names_from_utils(ROOT / "S11_ResNet18.ipynb")
-    assert handed_on <= needed, (f"utils imports {sorted(handed_on - needed)} that S11_ResNet18.ipynb no longer "
+    assert handed_on <= needed, (f"utils hands on {sorted(handed_on - needed)} that S11_ResNet18.ipynb no longer "
                                  "imports from it: delete them from utils.py")
+    assert all(getattr(utils, name) is not None for name in handed_on)
+
+
+def test_importing_the_training_code_does_not_load_matplotlib():
+    code = "import sys, PyTorch_Vision.train, PyTorch_Vision.data; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_readme_is_short_and_holds_the_two_commands():

@@ -32,71 +32,30 @@ def test_denormalize_inverts_and_does_not_mutate():
     assert torch.equal(normalized, copy)
 
 
-def test_progress_bar_is_a_widget_in_a_notebook_with_ipywidgets_and_text_elsewhere(monkeypatch):
-    import warnings
-
-    import tqdm.notebook
-    import tqdm.std
-
-    import PyTorch_Vision.utils as utils_module
-    from PyTorch_Vision.utils import progress_bar
-
-    bar = progress_bar(3, "outside")
-    assert type(bar) is tqdm.std.tqdm
-    bar.close()
-    monkeypatch.setattr(utils_module, "in_notebook", lambda: True)
-    pytest.importorskip("ipywidgets")
-    bar = progress_bar(3, "widgets")
-    assert isinstance(bar, tqdm.notebook.tqdm)
-    bar.close()
-    real_find_spec = utils_module.importlib.util.find_spec
-    monkeypatch.setattr(utils_module.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "ipywidgets" else real_find_spec(name, *a))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no "IProgress not found" warning, red in a notebook
-        bar = progress_bar(3, "no widgets")
-    assert type(bar) is tqdm.std.tqdm
-    bar.close()
-
-
-def test_in_notebook_recognises_jupyter_and_colab_kernels(monkeypatch):
-    import sys
-    import types
-
-    from PyTorch_Vision.utils import in_notebook
-
-    class ZMQInteractiveShell:
-        pass
-
-    class ColabShell(ZMQInteractiveShell):
-        pass
-
-    class TerminalInteractiveShell:
-        pass
-
-    for shell, expected in [(ColabShell(), True), (ZMQInteractiveShell(), True), (TerminalInteractiveShell(), False),
-                            (None, False)]:
-        monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda s=shell: s))
-        assert in_notebook() is expected
-    monkeypatch.delitem(sys.modules, "IPython")
-    assert in_notebook() is False
-
-
-def test_code_version_names_the_commit(monkeypatch):
+def test_code_version_names_the_commit_and_marks_local_changes(monkeypatch, tmp_path):
+    import shutil
     import subprocess
 
     import PyTorch_Vision.utils as utils_module
     from PyTorch_Vision.utils import code_version
 
-    monkeypatch.setenv("S11_COMMIT", "abc1234")
-    assert code_version() == "abc1234"
-    monkeypatch.delenv("S11_COMMIT")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    if head.returncode == 0:
-        assert code_version().startswith(head.stdout.strip())
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    assert code_version(tmp_path) == "unknown", "a repository without a commit"
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run(git + ["add", "a.py"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert code_version(tmp_path) == head
+    (tmp_path / "b.py").write_text("untracked files do not count\n")
+    assert code_version(tmp_path) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert code_version(tmp_path) == head + " with local changes"
 
     def no_git(*a, **k):
         raise FileNotFoundError("git")
 
     monkeypatch.setattr(utils_module.subprocess, "run", no_git)
-    assert code_version() == "unknown"
+    assert code_version(tmp_path) == "unknown"
