@@ -79,10 +79,6 @@ def env_setting(name: str, default: T, parse: Callable[[str], T]) -> T:
         raise SettingError(f"{name} {e}: set it to a valid value (default {default}) or unset it") from None
 
 
-def finite_float(text: str) -> float:
-    return _number(text, float, math.isfinite, "a number")
-
-
 def nonnegative_float(text: str) -> float:
     return _number(text, float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
 
