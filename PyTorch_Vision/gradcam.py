@@ -63,14 +63,6 @@ class BaseCAM:
         cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         return scale_per_map(cam)
 
-    # Only for the committed notebook, run before hooks became per call: it still says `with GradCAM(...) as
-    # cam`. Remove both with its next run (docs/NOTEBOOK_RUN.md); a CAM holds nothing to release.
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
 
 class GradCAM(BaseCAM):
     """GradCAM: each channel weighted by its gradient averaged over the map."""

@@ -10,7 +10,7 @@ the hole clipped at the border (as DeVries & Taylor's code does), reflected inst
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI on import otherwise
@@ -85,12 +85,12 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
         raise ValueError(f"mean/std are per-channel values in 0..1 (albumentations' convention), got {mean}, {std}")
 
 
-def train_transforms(mean: Sequence[float], std: Sequence[float], augmentation: Augmentation = Augmentation(),
-                     **changes) -> A.Compose:
-    """Pad+crop, optional flip, one 16x16 CutOut (variants: see `Augmentation`; `changes` replace its fields by
-    name, as in train_transforms(mean, std, flip=False)), normalize: HxWx3 uint8 `image=` -> 3x32x32 float tensor."""
+def train_transforms(mean: Sequence[float], std: Sequence[float],
+                     augmentation: Augmentation = Augmentation()) -> A.Compose:
+    """Pad+crop, optional flip, one 16x16 CutOut (variants: see `Augmentation`), normalize: HxWx3 uint8 `image=`
+    -> 3x32x32 float tensor."""
     _check_stats(mean, std)
-    aug, fill = replace(augmentation, **changes), mean_colour(mean)
+    aug, fill = augmentation, mean_colour(mean)
     border = {"border_mode": cv2.BORDER_REFLECT_101} if aug.padding == "reflect" else \
         {"border_mode": cv2.BORDER_CONSTANT, "fill": fill}
     steps = [A.Pad(padding=PAD, **border), A.RandomCrop(height=32, width=32)]

@@ -1,7 +1,6 @@
 """Small helpers: the device and its name, the code's version, seeding, `denormalize`, Markdown tables."""
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import random
@@ -11,19 +10,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-
-# The committed notebook (S11_ResNet18.ipynb, a full run of an older commit) imports these names from here, and
-# its cells cannot change without a new full run; they live in evaluation.py and plots.py, loaded on first use so
-# that importing utils does not load matplotlib. Delete _MOVED and __getattr__ with that run.
-_MOVED = {"misclassified": "evaluation", "predict": "evaluation", "plot_confusion": "plots", "plot_gradcam": "plots",
-          "plot_history": "plots", "plot_misclassified": "plots", "show_images": "plots"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 def default_device() -> torch.device:
     """CUDA when there is a GPU, else Apple's MPS, else the CPU."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of RESULTS.md, in one go on a CUDA machine:
 #   bash benchmarks/gpu.sh DATA_DIR OUT_DIR STEP...
-# STEP: notebook (execute the notebook: benchmarks/next_notebook.ipynb while one waits, else S11_ResNet18.ipynb;
+# STEP: notebook (execute S11_ResNet18.ipynb top to bottom;
 #                 the full 20-epoch run, seed 0, figures and the executed notebook to OUT_DIR/plots)
 #       fp16     (Colab's T4 path forced on this GPU: --precision fp16, seeds 0-2; then seed 0 in bf16 beside it)
 #       calibration (airbench94 x 10 seeds and airbench96 x 3 on the copy: benchmarks/calibration.py; ~4 min on an H100)
@@ -24,7 +24,6 @@ export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
 
 notebook() {
     local nb=S11_ResNet18.ipynb
-    if [ -f benchmarks/next_notebook.ipynb ]; then nb=benchmarks/next_notebook.ipynb; fi
     mkdir -p "$out/plots"
     NB=$nb S11_DATA_DIR=$data S11_OUT_DIR=$out/run_nb S11_PLOTS_DIR=$out/plots S11_PROGRESS=epoch python3 - <<'EOF'
 import os

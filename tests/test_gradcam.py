@@ -33,8 +33,7 @@ def class_activation_map(model, images, classes):
 def test_gradcam_at_layer4_equals_cam(model):
     images = torch.randn(6, 3, 32, 32)
     classes = torch.tensor([0, 3, 9, 1, 1, 5])
-    with GradCAM(model, model.layer4[-1]) as cam:
-        maps = cam(images, classes)
+    maps = GradCAM(model, model.layer4[-1])(images, classes)
     assert maps.shape == (6, 32, 32)
     torch.testing.assert_close(maps, class_activation_map(model, images, classes), atol=1e-5, rtol=1e-4)
     flat = maps.flatten(1)

@@ -1,7 +1,6 @@
 """The package's shape: modules and functions of a readable size, imports running one way, figures in plots.py, a short
-README. What the committed notebook still imports from utils is all that utils may hand on."""
+README."""
 import ast
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,31 +59,12 @@ def test_imports_run_one_way():
         visit(module)
 
 
-def notebook_names_from_utils(notebook: Path) -> set[str]:
-    names = set()
-    for cell in json.loads(notebook.read_text())["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        source = "\n".join(line for line in "".join(cell["source"]).splitlines() if not line.startswith("%"))
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.ImportFrom) and node.module == "PyTorch_Vision.utils":
-                names.update(alias.name for alias in node.names)
-    return names
-
-
-def test_figures_live_in_plots_and_utils_hands_on_only_what_the_committed_notebook_needs():
-    from PyTorch_Vision import utils
-
+def test_figures_live_in_plots_and_utils_imports_nothing_of_the_package():
     utils_tree = ast.parse((PACKAGE / "utils.py").read_text())
     defined = {node.name for node in utils_tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     assert not {name for name in defined if name.startswith("plot_") or name == "show_images"}, \
         "figures belong in plots.py"
     assert not package_imports(PACKAGE / "utils.py"), "utils imports nothing of the package"
-    handed_on = set(getattr(utils, "_MOVED", {}))
-    needed = notebook_names_from_utils(ROOT / "S11_ResNet18.ipynb")
-    assert handed_on <= needed, (f"utils hands on {sorted(handed_on - needed)} that S11_ResNet18.ipynb no longer "
-                                 "imports from it: delete them from utils.py")
-    assert all(getattr(utils, name) is not None for name in handed_on)
 
 
 def test_importing_the_training_code_does_not_load_matplotlib():
