@@ -23,9 +23,8 @@ mkdir -p "$out"
 export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
 
 notebook() {
-    local nb=S11_ResNet18.ipynb
     mkdir -p "$out/plots"
-    NB=$nb S11_DATA_DIR=$data S11_OUT_DIR=$out/run_nb S11_PLOTS_DIR=$out/plots S11_PROGRESS=epoch python3 - <<'EOF'
+    NB=S11_ResNet18.ipynb S11_DATA_DIR=$data S11_OUT_DIR=$out/run_nb S11_PLOTS_DIR=$out/plots S11_PROGRESS=epoch python3 - <<'EOF'
 import os
 import nbclient, nbformat
 nb = nbformat.read(os.environ["NB"], as_version=4)
