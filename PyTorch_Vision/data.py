@@ -1,24 +1,14 @@
-"""CIFAR-10 in memory as uint8 arrays, and the batches training draws from it.
-
-Sources: an ImageFolder copy (`train/<class>/*`, `test/<class>/*`), torchvision's `cifar-10-batches-py`
-folder, or torchvision's download. Two ways to batch it: the whole set held on the device and augmented a
-batch at a time there (CUDA and the CPU), or a DataLoader running the albumentations pipeline.
-"""
+"""CIFAR-10 in memory as uint8 arrays: read from an ImageFolder copy (`train/<class>/*`, `test/<class>/*`),
+torchvision's `cifar-10-batches-py` folder, or torchvision's download; or a small synthetic stand-in for tests.
+The batches training and evaluation draw from it are made in batches.py."""
 from __future__ import annotations
 
-import math
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
-
-from .transforms import Augmentation, batch_normalize, batch_train_augment, test_transforms, train_transforms
-from .utils import usable_cores
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
@@ -185,130 +175,3 @@ def synthetic_cifar10(n_train: int = 512, n_test: int = 256, seed: int = 0) -> C
     return make_data(train_images, train_labels, test_images, test_labels, CIFAR10_CLASSES,
                      "synthetic stand-in (coloured stripes, not CIFAR-10)")
 
-
-# ---- batches ----
-
-def _batch_count(n: int, batch_size: int, train: bool) -> int:
-    # a final training batch of one image would break BatchNorm, so it is dropped
-    return n // batch_size if train and n % batch_size == 1 else math.ceil(n / batch_size)
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch) % 2**63
-
-
-class AugmentedDataset(Dataset):
-    """(N,H,W,3) uint8 images through an albumentations pipeline -> (3,H,W) float tensor, label."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return self.transform(image=self.images[i])["image"], int(self.labels[i])
-
-
-def _seed_worker_transform(worker_id: int) -> None:
-    info = get_worker_info()
-    info.dataset.transform.set_random_seed(info.seed % 2**32)
-
-
-def default_num_workers(device: torch.device) -> int:
-    """Loader processes: on CUDA all cores but one feed the GPU; on the CPU they would steal from training."""
-    cores = usable_cores()
-    if device.type == "cuda":
-        return max(0, min(8, cores - 1))
-    return 0 if cores <= 4 else min(4, cores // 8 + 1)
-
-
-class LoaderBatches:
-    """A DataLoader over the albumentations pipeline (on_device=False, and MPS); same batches again for the same
-    epoch."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, batch_size: int, train: bool,
-                 device: torch.device, seed: int = 0, num_workers: int | None = None):
-        self.device, self.seed, self.train = device, seed, train
-        self.dataset = AugmentedDataset(images, labels, transform)
-        self.generator = torch.Generator()
-        workers = default_num_workers(device) if num_workers is None else num_workers
-        self.loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=train, generator=self.generator,
-                                 drop_last=train and len(labels) % batch_size == 1, num_workers=workers,
-                                 pin_memory=device.type == "cuda", worker_init_fn=_seed_worker_transform)
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        s = _epoch_seed(self.seed, epoch)
-        self.generator.manual_seed(s)
-        self.dataset.transform.set_random_seed(s % 2**32)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-
-class DeviceBatches:
-    """The device path: uint8 images held on the device; each batch is cropped, flipped, cut out and
-    normalized there in a few tensor ops (or only normalized, for evaluation)."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, train: bool,
-                 mean, std, device: torch.device, augmentation: Augmentation = Augmentation(), seed: int = 0):
-        self.images = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous()
-        self.labels = torch.from_numpy(labels).to(device)
-        self.batch_size, self.train, self.augmentation = batch_size, train, augmentation
-        self.mean, self.std, self.device, self.seed = tuple(mean), tuple(std), device, seed
-        self.generator = torch.Generator(device=device)
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(_epoch_seed(self.seed, epoch))
-
-    def __len__(self) -> int:
-        return _batch_count(len(self.labels), self.batch_size, self.train)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, device=self.device, generator=self.generator) if self.train else None
-        for i in range(len(self)):
-            idx = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            if order is not None:
-                idx = order[idx]
-            images, labels = self.images[idx], self.labels[idx]
-            if self.train:
-                yield batch_train_augment(images, self.mean, self.std, self.augmentation, self.generator), labels
-            else:
-                yield batch_normalize(images, self.mean, self.std), labels
-
-
-def _on_device(device: torch.device, on_device: bool | None) -> bool:
-    return device.type in ("cuda", "cpu") if on_device is None else on_device
-
-
-def evaluation_batches(data: CIFAR10Data, batch_size: int, device: torch.device, on_device: bool | None = None,
-                 num_workers: int | None = None):
-    """The test set's batch source, normalized, in order: the second half of `make_batches`."""
-    device = torch.device(device)
-    if _on_device(device, on_device):
-        return DeviceBatches(data.test_images, data.test_labels, batch_size, False, data.mean, data.std, device)
-    return LoaderBatches(data.test_images, data.test_labels, test_transforms(data.mean, data.std), batch_size,
-                         False, device, 0, num_workers)
-
-
-def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
-                 augmentation: Augmentation = Augmentation(), seed: int = 0, on_device: bool | None = None,
-                 num_workers: int | None = None):
-    """(train, test) batch sources, training batches augmented by `augmentation`. `on_device` (default: on CUDA
-    and the CPU) holds the data on the device and augments whole batches there, with no worker processes to
-    compete with training for the CPU's cores; otherwise a DataLoader runs the albumentations pipelines (the
-    reference definition, also what MPS gets)."""
-    device = torch.device(device)
-    test = evaluation_batches(data, batch_size, device, on_device, num_workers)
-    if _on_device(device, on_device):
-        return DeviceBatches(data.train_images, data.train_labels, batch_size, True, data.mean, data.std,
-                             device, augmentation, seed), test
-    return LoaderBatches(data.train_images, data.train_labels, train_transforms(data.mean, data.std, augmentation),
-                         batch_size, True, device, seed, num_workers), test

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .config import TrainConfig
-from .data import CIFAR10Data, evaluation_batches
+from .batches import evaluation_batches
+from .data import CIFAR10Data
 from .evaluation import Predictions, misclassified, predict
 from .faithfulness import deletion_curves
 from .gradcam import GradCAM

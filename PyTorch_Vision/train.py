@@ -20,7 +20,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import CheckpointError
 from .config import TrainConfig
-from .data import CIFAR10Data, make_batches
+from .batches import make_batches
+from .data import CIFAR10Data
 from .evaluation import Predictions, eval_mode, predict
 from .history import History
 from .precision import FP32, Precision, choose_precision
@@ -108,7 +109,7 @@ class Setup:
 
     device: torch.device
     precision: Precision
-    train_batches: object   # data.LoaderBatches or data.DeviceBatches
+    train_batches: object   # batches.LoaderBatches or batches.DeviceBatches
     test_batches: object
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None

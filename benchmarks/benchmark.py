@@ -23,7 +23,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from PyTorch_Vision.config import TrainConfig  # noqa: E402
-from PyTorch_Vision.data import load_cifar10, make_batches, make_data  # noqa: E402
+from PyTorch_Vision.batches import make_batches  # noqa: E402
+from PyTorch_Vision.data import load_cifar10, make_data  # noqa: E402
 from PyTorch_Vision.estimate import images_per_second  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
 from PyTorch_Vision.precision import PRECISIONS, Precision, choose_precision  # noqa: E402

@@ -33,7 +33,8 @@ import torch  # noqa: E402
 
 from PyTorch_Vision.checkpoint import load_checkpoint  # noqa: E402
 from PyTorch_Vision.config import TrainConfig  # noqa: E402
-from PyTorch_Vision.data import CIFAR10Data, load_cifar10, make_batches, make_data  # noqa: E402
+from PyTorch_Vision.batches import make_batches  # noqa: E402
+from PyTorch_Vision.data import CIFAR10Data, load_cifar10, make_data  # noqa: E402
 from PyTorch_Vision.evaluation import predict  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
 from PyTorch_Vision.precision import choose_precision  # noqa: E402

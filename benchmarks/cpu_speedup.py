@@ -23,7 +23,8 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from PyTorch_Vision.config import TrainConfig  # noqa: E402
-from PyTorch_Vision.data import AugmentedDataset, load_cifar10, synthetic_cifar10  # noqa: E402
+from PyTorch_Vision.batches import AugmentedDataset  # noqa: E402
+from PyTorch_Vision.data import load_cifar10, synthetic_cifar10  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
 from PyTorch_Vision.precision import choose_precision  # noqa: E402
 from PyTorch_Vision.train import fit  # noqa: E402

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import CIFAR10_ARCHIVE
-from PyTorch_Vision.data import DataError, channel_stats, load_cifar10, make_batches, synthetic_cifar10
+from PyTorch_Vision.batches import make_batches
+from PyTorch_Vision.data import DataError, channel_stats, load_cifar10, synthetic_cifar10
 
 
 def test_image_folder_round_trip(image_folder):

@@ -5,7 +5,7 @@ import torch
 
 from conftest import TinyNet
 from PyTorch_Vision.config import TrainConfig
-from PyTorch_Vision.data import make_batches
+from PyTorch_Vision.batches import make_batches
 from PyTorch_Vision.evaluation import Predictions, confusion_matrix, misclassified, per_class_accuracy, predict
 from PyTorch_Vision.train import fit
 

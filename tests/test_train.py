@@ -10,7 +10,8 @@ from torch import nn
 from conftest import CrashAfter, TinyNet
 from PyTorch_Vision.checkpoint import CheckpointError, load_checkpoint
 from PyTorch_Vision.config import TrainConfig
-from PyTorch_Vision.data import make_batches, make_data, synthetic_cifar10
+from PyTorch_Vision.batches import make_batches
+from PyTorch_Vision.data import make_data, synthetic_cifar10
 from PyTorch_Vision.history import HISTORY_KEYS, History
 from PyTorch_Vision.models import ResNet18
 from PyTorch_Vision.precision import choose_precision
