@@ -174,4 +174,3 @@ def synthetic_cifar10(n_train: int = 512, n_test: int = 256, seed: int = 0) -> C
     test_images, test_labels = draw(n_test)
     return make_data(train_images, train_labels, test_images, test_labels, CIFAR10_CLASSES,
                      "synthetic stand-in (coloured stripes, not CIFAR-10)")
-
