@@ -7,7 +7,7 @@
             the same images, timed over its second epoch, training only
 
 Prints training images per second of each and their ratio, with the CPU's flags.
-    python benchmarks/cpu_speedup.py [--data-dir /tmp/cifar10-jpeg] [--images 2048] [--compile]
+    python benchmarks/cpu_speedup.py [--data-dir DATA] [--images 2048] [--compile]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """GradCAM faithfulness of a trained run, per layer: deletion gap for the predicted class, the
 random-heatmap control and the model-randomisation check, on N test images, with both erasing fills.
 
-    python benchmarks/faithfulness.py --checkpoint RUN/checkpoint.pt --data-dir /tmp/cifar10-jpeg --out OUT
+    python benchmarks/faithfulness.py --checkpoint RUN/checkpoint.pt --data-dir DATA --out OUT
 
 Writes OUT/faithfulness.json and OUT/deletion_curves_{mean,blur}.png. Which fill to keep: the one whose
 random-order curve stays higher, i.e. whose erasing alone disturbs the model less (ROAD's argument against
