@@ -24,10 +24,10 @@ export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
 
 notebook() {
     mkdir -p "$out/plots"
-    NB=S11_ResNet18.ipynb S11_DATA_DIR=$data S11_OUT_DIR=$out/run_nb S11_PLOTS_DIR=$out/plots S11_PROGRESS=epoch python3 - <<'EOF'
+    S11_DATA_DIR=$data S11_OUT_DIR=$out/run_nb S11_PLOTS_DIR=$out/plots S11_PROGRESS=epoch python3 - <<'EOF'
 import os
 import nbclient, nbformat
-nb = nbformat.read(os.environ["NB"], as_version=4)
+nb = nbformat.read("S11_ResNet18.ipynb", as_version=4)
 nbclient.NotebookClient(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": "."}}).execute()
 nbformat.write(nb, os.path.join(os.environ["S11_PLOTS_DIR"], "S11_ResNet18.ipynb"))
 EOF
