@@ -61,6 +61,7 @@ class RunFolder:
         self.saved = load_checkpoint(self.path) if resume else None  # the checkpoint resumed from
         self.kept: str | None = None  # what the checkpoint on disk holds, in words
         self.config = self.fingerprint = None
+        self.finished = False  # set by `start`: a finished run resumed, nothing left to train
         self._last_save = time.perf_counter()
 
     @property
@@ -84,9 +85,11 @@ class RunFolder:
             history = History.from_dict(self.saved["history"])
             partial = EpochProgress(**self.saved["partial"]) if self.saved.get("partial") else None
             self.kept = str(partial) if partial else f"epoch {len(history)}"
-        first = {"from_epoch": partial.epoch, "from_batch": partial.batches} if partial else \
-            {"from_epoch": len(history) + 1}
-        history.run["segments"] = history.run.get("segments", []) + [{**first, **machine}]
+        self.finished = partial is None and len(history) >= config.epochs  # resumed with nothing left to train
+        if not self.finished:  # a stretch of training, and where it ran
+            first = {"from_epoch": partial.epoch, "from_batch": partial.batches} if partial else \
+                {"from_epoch": len(history) + 1}
+            history.run["segments"] = history.run.get("segments", []) + [{**first, **machine}]
         if self.out is not None:  # find a full disk or a read-only folder now, not after the first epoch
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write(self.out / ".write-test", b"")
@@ -127,7 +130,7 @@ class RunFolder:
 
     def describe_resume(self, history: History, partial: EpochProgress | None, epochs: int, batches: int) -> str:
         where = f"in epoch {partial.epoch}/{epochs} at batch {partial.batches}/{batches}" if partial \
-            else f"after epoch {len(history)}/{epochs}"
+            else f"after epoch {len(history)}/{epochs}" + (": finished, nothing left to train" if self.finished else "")
         return f"resumed {self.path} {where}"
 
 

@@ -308,7 +308,8 @@ def _announce(log: EpochLog, s: Setup, config: TrainConfig, history: History, pa
         for i in range(len(history)):  # so that a resumed run's output still has every epoch's line
             log.epoch(history, i)
         log.write(folder.describe_resume(history, partial, config.epochs, len(s.train_batches)))
-    log.write(f"training on {history.run['segments'][-1]['device']} in {s.precision}")
+    if not folder.finished:
+        log.write(f"training on {history.run['segments'][-1]['device']} in {s.precision}")
 
 
 @contextlib.contextmanager

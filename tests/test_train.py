@@ -267,6 +267,21 @@ def test_resume_with_other_settings_or_model_is_refused(tiny_data, tmp_path):
             replace(CONFIG, epochs=1), device="cpu", out_dir=tmp_path, resume=True)
 
 
+def test_resuming_a_finished_run_trains_nothing_and_records_no_new_stretch(tiny_data, tmp_path, capsys):
+    config = replace(CONFIG, epochs=1)
+    trained = tiny_model()
+    done = fit(trained, tiny_data, config, device="cpu", out_dir=tmp_path, progress="none")
+    on_disk = (tmp_path / "checkpoint.pt").read_bytes(), (tmp_path / "history.json").read_bytes()
+    reloaded = tiny_model(seed=99)
+    again = fit(reloaded, tiny_data, config, device="cpu", out_dir=tmp_path, resume=True, progress="epoch")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["epoch", "1/1"] and lines[1:] == [
+        f"resumed {tmp_path / 'checkpoint.pt'} after epoch 1/1: finished, nothing left to train"]
+    assert again.to_dict() == done.to_dict() and len(again.run["segments"]) == 1
+    assert all(torch.equal(v, reloaded.state_dict()[k]) for k, v in trained.state_dict().items())
+    assert ((tmp_path / "checkpoint.pt").read_bytes(), (tmp_path / "history.json").read_bytes()) == on_disk
+
+
 @pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": -1}, {"max_lr": 0.0}, {"max_lr": float("nan")},
                                     {"epochs": 2.5}, {"min_warmup_steps": 0}])
 def test_config_rejects_non_positive_values(kwargs):
