@@ -74,7 +74,8 @@ class RunFolder:
     def start(self, state, config, data, run: dict, machine: dict) -> tuple[History, EpochProgress | None]:
         """The run's History and, if it stopped mid-epoch, its progress: restored into `state` (a TrainState) from
         the checkpoint when resuming, once shown to be this run's; else a new History recording `run`. Appends
-        where this stretch of the run trains (`machine`, from which epoch) and checks the folder can be written."""
+        where this stretch of the run trains (`machine`, from which epoch; none for a finished run) and checks the
+        folder can be written."""
         self.config, self.fingerprint = config, data.fingerprint()
         partial = None
         if self.saved is None:

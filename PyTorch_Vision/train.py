@@ -299,7 +299,7 @@ def _run_record(config: TrainConfig, data: CIFAR10Data, batches_per_epoch: int) 
 def _announce(log: EpochLog, s: Setup, config: TrainConfig, history: History, partial: EpochProgress | None,
               folder: RunFolder) -> None:
     """The lines a run starts with: a short run's lower peak; a resumed run's earlier epochs and where it goes on;
-    then where and in which precision it trains."""
+    then, unless it is finished, where and in which precision it trains."""
     warmup, peak = warmup_and_peak(config, config.epochs * len(s.train_batches))
     if peak < config.max_lr and folder.saved is None:
         log.write(f"short run: a warm-up of {warmup:.1f} batches, under min_warmup_steps={config.min_warmup_steps}, "
