@@ -21,8 +21,10 @@ class TrainConfig(Augmentation):
     max_lr: float = setting(0.1, "the one-cycle schedule's peak LR", positive_float)
     max_momentum: float = setting(0.95, "SGD momentum at the start and end, cycled against the LR", share)
     base_momentum: float = setting(0.85, "SGD momentum at the LR's peak", share)
-    weight_decay: float = setting(5e-4, "L2 on conv and linear weights, not on BatchNorm or biases",
-                                  nonnegative_float)
+    weight_decay: float = setting(5e-4, "L2 on conv and linear weights (on every parameter with "
+                                  "weight_decay_all)", nonnegative_float)
+    weight_decay_all: bool = setting(False, "weight decay on BatchNorm's weights and on biases too, as airbench's "
+                                     "ResNet-18 baseline does; off: conv and linear weights only", switch)
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss", share)
     pct_start: float = setting(0.25, "share of the steps spent warming up to max_lr", share)
     min_warmup_steps: int = setting(100, "the LR climbs to max_lr over no fewer batches; a shorter run peaks "

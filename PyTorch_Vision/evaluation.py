@@ -1,5 +1,5 @@
 """The one evaluation of a model over a data set, used by training (the test loss and accuracy of every
-epoch), by the report (misclassified images, confusion matrix) and for flip test-time augmentation, so every
+epoch), by the report (misclassified images, confusion matrix) and for test-time augmentation, so every
 figure of one model comes from the same numbers; and what those numbers make: the confusion matrix, per-class
 accuracy."""
 from __future__ import annotations
@@ -8,6 +8,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .precision import FP32, Precision
@@ -42,14 +43,40 @@ class Predictions:
         return 100 * (self.predicted == self.labels).float().mean().item()
 
 
+TTA = ("none", "flip", "flip-shift")
+
+
+def _check_tta(tta: str) -> None:
+    if tta not in TTA:
+        raise ValueError(f"tta must be one of {', '.join(TTA)}, got {tta!r}")
+
+
+def tta_views(x: torch.Tensor, tta: str = "none") -> list[tuple[torch.Tensor, float]]:
+    """The views of (N,C,H,W) images that test-time augmentation averages, each with its weight, the images
+    themselves first. "flip": the images and their mirror images, half each; "flip-shift": airbench's views, that
+    pair at half the weight and the pair of each image moved 1 px down-right and 1 px up-left (reflected at the
+    border) at an eighth each."""
+    _check_tta(tta)
+    if tta == "none":
+        return [(x, 1.0)]
+    views = [(x, 0.5), (x.flip(-1), 0.5)]
+    if tta == "flip-shift":
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = (padded[..., :-2, :-2], padded[..., 2:, 2:])
+        views = [(v, w / 2) for v, w in views] + [(v, 1 / 8) for s in shifted for v in (s, s.flip(-1))]
+    return views
+
+
 @torch.no_grad()
 def predict(model: nn.Module, batches, precision: Precision = FP32, channels_last: bool = False,
-            criterion: nn.Module | None = None, flip_tta: bool = False, keep_images: bool = True) -> Predictions:
+            criterion: nn.Module | None = None, tta: str = "none", keep_images: bool = True) -> Predictions:
     """Run `model` in eval mode over `batches` of (x, y) under `precision`'s autocast; the mode is restored.
 
-    flip_tta: average the softmax of each image and its mirror image (test-time augmentation).
+    tta: "flip" or "flip-shift" average the softmax over the views of `tta_views` (test-time augmentation); the
+    loss is always the plain images'.
     keep_images: return the inputs too (for galleries); training's per-epoch evaluation does without."""
     criterion = criterion or nn.CrossEntropyLoss()
+    _check_tta(tta)
     labels, predicted, confidence, images = [], [], [], []
     loss_sum, seen = 0.0, 0
     with eval_mode(model):
@@ -57,10 +84,11 @@ def predict(model: nn.Module, batches, precision: Precision = FP32, channels_las
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with precision.autocast():
+                (_, own_weight), *others = tta_views(x, tta)
                 logits = model(x).float()
-                probs = logits.softmax(1)
-                if flip_tta:
-                    probs = (probs + model(x.flip(-1)).float().softmax(1)) / 2
+                probs = own_weight * logits.softmax(1)
+                for view, weight in others:
+                    probs += weight * model(view).float().softmax(1)
             loss_sum += criterion(logits, y).item() * len(y)
             seen += len(y)
             conf, pred = probs.max(1)

@@ -26,11 +26,12 @@ from .utils import code_version, default_device, denormalize, device_name, markd
 @dataclass
 class Report:
     """A run's figures and headline table. `predictions` are the final model's on the test set, evaluated as
-    training evaluated every epoch (so its accuracy is the history's last); `tta` adds flip test-time
-    augmentation; `wrong` indexes the misclassified images shown."""
+    training evaluated every epoch (so its accuracy is the history's last); `flip_tta` and `flip_shift_tta` add
+    test-time augmentation (evaluation.tta_views); `wrong` indexes the misclassified images shown."""
 
     predictions: Predictions
-    tta: Predictions
+    flip_tta: Predictions
+    flip_shift_tta: Predictions
     wrong: torch.Tensor
     curves: Figure
     misclassified: Figure
@@ -56,11 +57,12 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
     tests = evaluation_batches(data, config.batch_size, device, config.on_device_data)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     preds = predict(model, tests, precision, config.channels_last, criterion)
-    tta = predict(model, tests, precision, config.channels_last, criterion, flip_tta=True, keep_images=False)
+    flip_tta, flip_shift_tta = (predict(model, tests, precision, config.channels_last, criterion, tta=tta,
+                                        keep_images=False) for tta in ("flip", "flip-shift"))
     wrong = misclassified(preds, n_wrong)
     shown = denormalize(preds.images[wrong], data.mean, data.std)
     return Report(
-        preds, tta, wrong,
+        preds, flip_tta, flip_shift_tta, wrong,
         curves=plot_history(history, path("loss_accuracy.png")),
         misclassified=plot_misclassified(shown, preds.labels[wrong], preds.predicted[wrong], preds.confidence[wrong],
                                          data.classes, path=path("misclassified.png")),
@@ -68,7 +70,8 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
                                 config.seed, path("misclassified_gradcam.png")),
         confusion=plot_confusion(preds.labels, preds.predicted, data.classes, path("confusion_matrix.png")),
         summary=history.summary() + [
-            ("final model with flip test-time augmentation", f"{tta.accuracy:.2f}%"),
+            ("final model with flip test-time augmentation", f"{flip_tta.accuracy:.2f}%"),
+            ("final model with flip + 1-px shift test-time augmentation", f"{flip_shift_tta.accuracy:.2f}%"),
             ("device, precision", f"{device_name(device)}, {precision}"),
             ("data", f"{data.source} ({len(data.train_labels):,} train / {len(data.test_labels):,} test)"),
             ("seed, batch size, max LR", f"{config.seed}, {config.batch_size}, {config.max_lr}" + (

@@ -32,9 +32,10 @@ from .utils import default_device
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum; weight decay on conv/linear weights only, not on BatchNorm or biases."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    """SGD with Nesterov momentum; weight decay on conv/linear weights only, not on BatchNorm or biases, unless
+    `config.weight_decay_all` puts it on every parameter."""
+    decay = [p for p in model.parameters() if p.ndim > 1 or config.weight_decay_all]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1 and not config.weight_decay_all]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.SGD(groups, lr=config.max_lr, momentum=config.max_momentum, nesterov=True)
 

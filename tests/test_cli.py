@@ -86,11 +86,11 @@ def test_recipe_options_reach_the_training_config(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "fit", stop)
     with pytest.raises(ValueError) as e:
         cli.train(cli.build_parser().parse_args([
-            "train", "--out", str(tmp_path / "o"), "--weight-decay", "1e-4", "--label-smoothing", "0",
+            "train", "--out", str(tmp_path / "o"), "--weight-decay", "1e-4", "--weight-decay-all", "--label-smoothing", "0",
             "--no-cutout", "--compile", "--no-flip", "--precision", "fp16", "--cutout-p", "0.25", "--cutout-anywhere",
             "--padding", "reflect", "--ema", "0.99", "--pct-start", "0.2", "--anneal", "linear",
             "--min-warmup-steps", "50", "--bn-stats-images", "0"]))
-    assert "weight_decay=0.0001, label_smoothing=0" in str(e.value) and "precision='fp16'" in str(e.value)
+    assert "weight_decay=0.0001, weight_decay_all=True, label_smoothing=0" in str(e.value) and "precision='fp16'" in str(e.value)
     assert "flip=False, cutout=False, cutout_p=0.25, cutout_anywhere=True, padding='reflect'" in str(e.value)
     assert "compile=True" in str(e.value) and "ema=0.99, bn_stats_images=0" in str(e.value)
     assert "pct_start=0.2, min_warmup_steps=50, anneal='linear'" in str(e.value)

@@ -1,4 +1,4 @@
-"""The one evaluation path: predictions in eval mode, flip TTA, and the same figures for training and the report."""
+"""The one evaluation path: predictions in eval mode, test-time augmentation, and the same figures for training and the report."""
 
 import pytest
 import torch
@@ -6,7 +6,8 @@ import torch
 from conftest import TinyNet
 from PyTorch_Vision.config import TrainConfig
 from PyTorch_Vision.batches import make_batches
-from PyTorch_Vision.evaluation import Predictions, confusion_matrix, misclassified, per_class_accuracy, predict
+from PyTorch_Vision.evaluation import Predictions, confusion_matrix, misclassified, per_class_accuracy, predict, \
+    tta_views
 from PyTorch_Vision.train import fit
 
 
@@ -23,7 +24,7 @@ def test_predict_with_flip_tta_averages_image_and_mirror():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3)).train()
     x, y = torch.randn(5, 3, 4, 4), torch.tensor([0, 1, 2, 0, 1])
     plain = predict(model, [(x, y)])
-    tta = predict(model, [(x, y)], flip_tta=True)
+    tta = predict(model, [(x, y)], tta="flip")
     expected = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
     torch.testing.assert_close(tta.confidence, expected.max(1).values)
     assert torch.equal(tta.predicted, expected.argmax(1))
@@ -31,6 +32,31 @@ def test_predict_with_flip_tta_averages_image_and_mirror():
     assert plain.loss == pytest.approx(torch.nn.functional.cross_entropy(model(x), y).item(), rel=1e-6)
     assert model.training and torch.equal(tta.images, x)
     assert predict(model, [(x, y)], keep_images=False).images is None
+
+
+def test_flip_shift_views_are_airbenchs_moves_with_weights_summing_to_one():
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+    views = tta_views(x, "flip-shift")
+    assert [w for _, w in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    assert torch.equal(views[0][0], x) and torch.equal(views[1][0], x.flip(-1))
+    down_right, up_left = views[2][0], views[4][0]
+    assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])  # content moved 1 px down and right
+    assert torch.equal(up_left[..., :-1, :-1], x[..., 1:, 1:])
+    assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])  # the border row reflected, not repeated
+    assert torch.equal(views[3][0], down_right.flip(-1)) and torch.equal(views[5][0], up_left.flip(-1))
+    assert [w for _, w in tta_views(x, "none")] == [1.0]
+    with pytest.raises(ValueError, match="tta must be one of none, flip, flip-shift"):
+        tta_views(x, "shift")
+
+
+def test_predict_with_flip_shift_tta_averages_the_weighted_views():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
+    x, y = torch.randn(5, 3, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    got = predict(model, [(x, y)], tta="flip-shift")
+    expected = sum(w * model(v).softmax(1) for v, w in tta_views(x, "flip-shift"))
+    torch.testing.assert_close(got.confidence, expected.max(1).values)
+    assert got.loss == pytest.approx(torch.nn.functional.cross_entropy(model(x), y).item(), rel=1e-6)
 
 
 def test_predict_runs_in_eval_mode_and_restores_train_mode(tiny_data):

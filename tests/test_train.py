@@ -168,6 +168,27 @@ def test_weight_decay_skips_batchnorm_and_biases():
     assert decayed["nesterov"]
 
 
+@pytest.mark.parametrize("decay_all", [False, True])
+def test_weight_decay_all_shrinks_batchnorm_and_biases_too(decay_all):
+    """With no loss gradient, one Nesterov step shrinks a decayed parameter by lr * wd * (1 + momentum) of itself
+    and leaves an undecayed one as it is."""
+    model = TinyNet()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(2.0)
+    config = replace(CONFIG, weight_decay_all=decay_all, weight_decay=0.01)
+    optimizer = make_optimizer(model, config)
+    for group in optimizer.param_groups:
+        group["lr"], group["momentum"] = 0.1, 0.9
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        decayed = decay_all or p.ndim > 1
+        expected = 2.0 * (1 - 0.1 * 0.01 * 1.9) if decayed else 2.0
+        torch.testing.assert_close(p.detach(), torch.full_like(p, expected), msg=name)
+
+
 def test_history_round_trip(tmp_path):
     h = History()
     h.append(epoch=1, train_loss=2.0, train_acc=20.0, test_loss=1.9, test_acc=25.0, lr=0.1, epoch_seconds=3.5,
