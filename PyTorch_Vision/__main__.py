@@ -12,13 +12,14 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .files import OutputError, atomic_write
 from .config import TrainConfig
 from .data import DataError, load_cifar10
+from .display import DISPLAYS
 from .history import History, results_markdown
 from .lr_finder import lr_find
 from .models import ResNet18, summary
 from .plots import plot_lr_find
 from .precision import choose_precision
 from .report import make_report
-from .run_folder import output_folder
+from .run_folder import CHECKPOINT_SECONDS, output_folder
 from .settings import positive_float, positive_int, switch
 from .train import fit
 from .utils import device_name, resolve_device, seed_everything
@@ -68,9 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit-test", type=_checked(positive_int), default=None,
                    help="use a fixed subset of N test images")
     t.add_argument("--resume", action="store_true", help="continue the run whose checkpoint.pt is in --out")
-    t.add_argument("--checkpoint-minutes", type=_checked(positive_float), default=10.0,
+    t.add_argument("--checkpoint-minutes", type=_checked(positive_float),
+                   default=CHECKPOINT_SECONDS / 60,
                    help="also checkpoint within an epoch this often, so an interruption loses at most that much")
-    t.add_argument("--progress", choices=("bar", "epoch", "none"), default="bar")
+    t.add_argument("--progress", choices=DISPLAYS, default=DISPLAYS[0],
+                   help="a bar and a line per epoch, the line only, or nothing (default: %(default)s)")
     f.add_argument("--steps", type=_checked(positive_int), default=100)
     f.add_argument("--start-lr", type=_checked(positive_float), default=1e-4)
     f.add_argument("--end-lr", type=_checked(positive_float), default=10.0)

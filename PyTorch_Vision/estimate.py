@@ -13,7 +13,7 @@ from torch import nn
 from .config import TrainConfig
 from .data import CIFAR10Data
 from .evaluation import predict
-from .train import prepare
+from .train import make_trainer
 from .utils import default_device
 
 
@@ -85,12 +85,12 @@ def estimate_run(model: nn.Module, data: CIFAR10Data, config: TrainConfig = Trai
     device = torch.device(device) if device is not None else default_device()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         trial = copy.deepcopy(model)
-        s = prepare(trial, data, config, device, batch_size=batch_size)
-        s.train_batches.set_epoch(1)
+        t = make_trainer(trial, data, config, device, batch_size=batch_size)
+        t.train_batches.set_epoch(1)
         trial.train()
-        train_rate, _ = images_per_second(s.step, s.train_batches, steps, 1, device)
+        train_rate, _ = images_per_second(t.step, t.train_batches, steps, 1, device)
         eval_rate, _ = images_per_second(
-            lambda x, y: predict(trial, [(x, y)], s.precision, config.channels_last, s.criterion, keep_images=False),
-            s.test_batches, steps, 1, device)
+            lambda x, y: predict(trial, [(x, y)], t.precision, config.channels_last, t.criterion, keep_images=False),
+            t.test_batches, steps, 1, device)
     return RunEstimate(train_rate, eval_rate, len(data.train_labels), len(data.test_labels), config.epochs,
                        min(config.bn_stats_images, len(data.train_labels)))

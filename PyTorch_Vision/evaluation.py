@@ -15,15 +15,23 @@ from .precision import FP32, Precision
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module, training: bool = False):
-    """`model` in eval mode (train mode with training=True) inside the block, in the mode it had after it, even when
-    the block raises."""
+def _in_mode(model: nn.Module, training: bool):
     was_training = model.training
     model.train(training)
     try:
         yield model
     finally:
         model.train(was_training)
+
+
+def eval_mode(model: nn.Module):
+    """`model` in eval mode inside the block, back in the mode it had after it, even when the block raises."""
+    return _in_mode(model, False)
+
+
+def train_mode(model: nn.Module):
+    """`model` in train mode inside the block, back in the mode it had after it, even when the block raises."""
+    return _in_mode(model, True)
 
 
 @dataclass

@@ -11,8 +11,8 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import CIFAR10Data
-from .evaluation import eval_mode
-from .train import prepare
+from .evaluation import train_mode
+from .train import make_trainer
 
 
 @dataclass
@@ -41,30 +41,30 @@ def lr_find(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConf
     if not 0 < start_lr < end_lr or steps < 3:
         raise ValueError("need 0 < start_lr < end_lr and steps >= 3")
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    s = prepare(model, data, config, device)
+    t = make_trainer(model, data, config, device, schedule=False)
     result = LRFinderResult([], [])
-    with eval_mode(model, training=True):
+    with train_mode(model):
         try:
-            _grow_lr(s, result, start_lr, (end_lr / start_lr) ** (1 / (steps - 1)), steps, smoothing, diverge)
+            _grow_lr(t, result, start_lr, (end_lr / start_lr) ** (1 / (steps - 1)), steps, smoothing, diverge)
         finally:
             model.load_state_dict(saved)
     return result
 
 
-def _grow_lr(s, result: LRFinderResult, start_lr: float, factor: float, steps: int, smoothing: float,
+def _grow_lr(t, result: LRFinderResult, start_lr: float, factor: float, steps: int, smoothing: float,
              diverge: float) -> None:
-    """Step s.step over s.train_batches (as many epochs as it takes) with the LR growing by `factor` a batch,
+    """Step t.step over t.train_batches (as many epochs as it takes) with the LR growing by `factor` a batch,
     appending each LR and bias-corrected smoothed loss to `result`, until `steps` or divergence."""
     avg, best, epoch = 0.0, math.inf, 0
     while len(result.lrs) < steps:
         epoch += 1
-        s.train_batches.set_epoch(epoch)
-        for x, y in s.train_batches:
+        t.train_batches.set_epoch(epoch)
+        for x, y in t.train_batches:
             lr = start_lr * factor ** len(result.lrs)
-            for group in s.optimizer.param_groups:
+            for group in t.optimizer.param_groups:
                 group["lr"] = lr
             try:
-                loss, _, _ = s.step(x, y)
+                loss, _, _ = t.step(x, y)
             except FloatingPointError:  # GradScaler's scale collapsed: the rate is far past the blow-up
                 return
             avg = smoothing * loss.item() + (1 - smoothing) * avg

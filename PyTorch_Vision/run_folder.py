@@ -13,12 +13,16 @@ from .checkpoint import CheckpointError, check_resumable, load_checkpoint, save_
 from .files import atomic_write
 from .history import History
 from .precision import Precision
+from .schedule import warmup_and_peak
 from .utils import device_name
+
+CHECKPOINT_SECONDS = 600.0  # a mid-epoch checkpoint this often: an interruption loses at most that much
 
 
 @dataclass
-class EpochProgress:
-    """How far an epoch has got: what a mid-epoch checkpoint holds so that a resumed run goes on from there."""
+class EpochTally:
+    """How far an epoch has got and what it has counted: what a mid-epoch checkpoint holds so that a resumed run
+    goes on from there."""
 
     epoch: int
     batches: int = 0        # training batches done
@@ -39,10 +43,11 @@ def machine_record(device: torch.device, precision: Precision) -> dict:
             "torch": str(torch.__version__)}
 
 
-def recorded_precision(run: dict, device: torch.device | str, config) -> Precision | None:
-    """The precision a run (its History's `run` record) last trained in, where that was on this machine: resumed
-    there, or evaluated there, it keeps it. None for a new run, another machine or a precision set by hand."""
-    last = (run.get("segments") or [{}])[-1]
+def recorded_precision(run: dict | None, device: torch.device | str, config) -> Precision | None:
+    """The precision a run (its History's `run` record; None: a new run) last trained in, where that was on this
+    machine: resumed there, or evaluated there, it keeps it. None for a new run, another machine or a precision set
+    by hand."""
+    last = ((run or {}).get("segments") or [{}])[-1]
     device = torch.device(device)
     if config.precision != "auto" or last.get("device") != device_name(device) or "precision" not in last:
         return None
@@ -53,7 +58,8 @@ class RunFolder:
     """Where a run keeps checkpoint.pt and history.json (out_dir None: nowhere). Refuses, before any work, a
     folder that cannot take the run: a file, another run's folder (unless resuming), nothing to resume."""
 
-    def __init__(self, out_dir: str | os.PathLike | None, resume: bool = False, checkpoint_seconds: float = 600.0):
+    def __init__(self, out_dir: str | os.PathLike | None, resume: bool = False,
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS):
         if not checkpoint_seconds >= 0:
             raise ValueError(f"checkpoint_seconds must be >= 0 (0: after every batch), got {checkpoint_seconds!r}")
         self.out = output_folder(out_dir, resume)
@@ -68,23 +74,29 @@ class RunFolder:
     def path(self) -> Path | None:
         return self.out / "checkpoint.pt" if self.out is not None else None
 
-    def recorded_precision(self, device: torch.device, config) -> Precision | None:
-        return recorded_precision(self.saved["history"].get("run", {}), device, config) if self.saved else None
+    @property
+    def saved_run(self) -> dict | None:
+        """The `run` record of the history resumed from (None for a new run)."""
+        return self.saved["history"].get("run", {}) if self.saved else None
 
-    def start(self, state, config, data, run: dict, machine: dict) -> tuple[History, EpochProgress | None]:
-        """The run's History and, if it stopped mid-epoch, its progress: restored into `state` (a TrainState) from
-        the checkpoint when resuming, once shown to be this run's; else a new History recording `run`. Appends
-        where this stretch of the run trains (`machine`, from which epoch; none for a finished run) and checks the
-        folder can be written."""
+    def start(self, trainer, config, data, precision: Precision, batches_per_epoch: int
+              ) -> tuple[History, EpochTally | None]:
+        """The run's History and, if it stopped mid-epoch, its tally: restored into `trainer` (train.Trainer) from
+        the checkpoint when resuming, once shown to be this run's; else a new History recording the settings, the
+        data and the LR's peak. Appends where this stretch of the run trains (machine and `precision`, from which
+        epoch; none for a finished run) and checks the folder can be written."""
         self.config, self.fingerprint = config, data.fingerprint()
         partial = None
+        machine = machine_record(next(trainer.model.parameters()).device, precision)
         if self.saved is None:
-            history = History(run={**run, **machine})
+            peak = warmup_and_peak(config, config.epochs * batches_per_epoch)[1]
+            history = History(run={"config": asdict(config), "data": data.source, **self.fingerprint,
+                                   "peak_lr": peak, **machine})
         else:
             check_resumable(self.saved, config, self.fingerprint, self.path)
-            state.load_state_dict(self.saved, self.path)
+            trainer.load_state_dict(self.saved, self.path)
             history = History.from_dict(self.saved["history"])
-            partial = EpochProgress(**self.saved["partial"]) if self.saved.get("partial") else None
+            partial = EpochTally(**self.saved["partial"]) if self.saved.get("partial") else None
             self.kept = str(partial) if partial else f"epoch {len(history)}"
         self.finished = partial is None and len(history) >= config.epochs  # resumed with nothing left to train
         if not self.finished:  # a stretch of training, and where it ran
@@ -97,28 +109,27 @@ class RunFolder:
             (self.out / ".write-test").unlink()
         return history, partial
 
-    def save(self, state, history: History, partial: EpochProgress | None = None) -> None:
+    def save(self, trainer, history: History, partial: EpochTally | None = None) -> None:
         """checkpoint.pt (what `start` reads back), and history.json after a whole epoch."""
         if self.out is None:
             return
-        save_checkpoint(self.path, {**state.state_dict(), "history": history.to_dict(), "config": asdict(self.config),
+        save_checkpoint(self.path, {**trainer.state_dict(), "history": history.to_dict(), "config": asdict(self.config),
                                     "data": self.fingerprint,
                                     "partial": asdict(partial) if partial is not None else None})
         if partial is None:
             history.save(self.out / "history.json")
         self.kept, self._last_save = str(partial) if partial else f"epoch {len(history)}", time.perf_counter()
 
-    def save_if_due(self, state, history: History, partial: EpochProgress) -> None:
-        """A mid-epoch checkpoint when checkpoint_seconds have passed since the last one."""
-        if time.perf_counter() - self._last_save >= self.checkpoint_seconds:
-            self.save(state, history, partial)
+    def save_due(self) -> bool:
+        """Whether a mid-epoch checkpoint is due: checkpoint_seconds have passed since the last one."""
+        return self.out is not None and time.perf_counter() - self._last_save >= self.checkpoint_seconds
 
-    def stopped(self, state, history: History, partial: EpochProgress, batches: int) -> KeyboardInterrupt:
+    def stopped(self, trainer, history: History, partial: EpochTally, batches: int) -> KeyboardInterrupt:
         """Saves a run interrupted between two batches; the KeyboardInterrupt to raise, saying how to resume."""
         where = f"epoch {partial.epoch} at batch {partial.batches}/{batches}"
         if self.out is None:
             return KeyboardInterrupt(f"stopped in {where}; nothing was saved (no out_dir)")
-        self.save(state, history, partial)
+        self.save(trainer, history, partial)
         return KeyboardInterrupt(f"stopped in {where}; its checkpoint is in {self.out}: resume with --resume "
                                  "(command line), resume=True (fit), or by running the notebook's training cell "
                                  "again")
@@ -129,7 +140,7 @@ class RunFolder:
         return FloatingPointError(f"{what} in epoch {epoch} ({precision}); {on_disk}. "
                                   f"Lower max_lr (now {max_lr}) or check the data.")
 
-    def describe_resume(self, history: History, partial: EpochProgress | None, epochs: int, batches: int) -> str:
+    def describe_resume(self, history: History, partial: EpochTally | None, epochs: int, batches: int) -> str:
         where = f"in epoch {partial.epoch}/{epochs} at batch {partial.batches}/{batches}" if partial \
             else f"after epoch {len(history)}/{epochs}" + (": finished, nothing left to train" if self.finished else "")
         return f"resumed {self.path} {where}"

@@ -28,21 +28,22 @@ from PyTorch_Vision.data import load_cifar10, make_data  # noqa: E402
 from PyTorch_Vision.estimate import images_per_second  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
 from PyTorch_Vision.precision import PRECISIONS, Precision, choose_precision  # noqa: E402
-from PyTorch_Vision.train import make_optimizer, make_step  # noqa: E402
+from PyTorch_Vision.train import Trainer, make_optimizer  # noqa: E402
 from PyTorch_Vision.utils import default_device, device_name  # noqa: E402
 
 EPOCH = 50_000
 
 
 def train_step(model: nn.Module, device: torch.device, precision: Precision, channels_last: bool,
-               compile_model: bool):
-    """The package's training step (make_step) with the given settings."""
+               compile_model: bool, batch_size: int):
+    """The package's training step (Trainer.step) with the given settings."""
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, TrainConfig())
-    return make_step(torch.compile(model) if compile_model else model, optimizer,
-                     nn.CrossEntropyLoss(label_smoothing=0.1), precision, channels_last, precision.grad_scaler())
+    return Trainer(model, optimizer, nn.CrossEntropyLoss(label_smoothing=0.1), precision, precision.grad_scaler(),
+                   channels_last=channels_last, compiled=torch.compile(model) if compile_model else None,
+                   full_batch=batch_size).step
 
 
 def main() -> None:
@@ -91,7 +92,7 @@ def main() -> None:
            images_per_second(lambda x, y: None, device_batches, args.steps, 1, device)[0], f"(on {device.type})")
 
     torch.manual_seed(0)
-    ceiling_step = train_step(ResNet18(), device, precision, True, args.compile)
+    ceiling_step = train_step(ResNet18(), device, precision, True, args.compile, args.batch_size)
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     synthetic = itertools.repeat((x, y))
@@ -99,19 +100,19 @@ def main() -> None:
     report("ceiling: model step alone", r, f"(warm-up {warm:.1f} s)")
     if device.type == "cuda" or args.compile:  # what compilation would buy per step, against its warm-up
         torch.manual_seed(0)
-        other = train_step(ResNet18(), device, precision, True, not args.compile)
+        other = train_step(ResNet18(), device, precision, True, not args.compile, args.batch_size)
         r, warm = images_per_second(other, synthetic, args.steps, args.warmup, device)
         report(f"ceiling, {'eager' if args.compile else 'compiled'}", r, f"(warm-up {warm:.1f} s)")
 
     torch.manual_seed(0)
-    project_step = train_step(ResNet18(), device, precision, True, args.compile)
+    project_step = train_step(ResNet18(), device, precision, True, args.compile, args.batch_size)
     r, warm = images_per_second(project_step, device_batches if on_device else loader, args.steps,
                                 args.warmup, device)
     report("project: step + data pipeline", r, f"(warm-up {warm:.1f} s)")
 
     if not args.skip_plain:
         torch.manual_seed(0)
-        plain_step = train_step(ResNet18(), device, Precision("fp32", device.type), False, False)
+        plain_step = train_step(ResNet18(), device, Precision("fp32", device.type), False, False, args.batch_size)
         report("plain: fp32 loop + DataLoader",
                images_per_second(plain_step, loader, args.steps, args.warmup, device)[0])
         print(f"project / plain = {results['project: step + data pipeline'] / results['plain: fp32 loop + DataLoader']:.2f}x")

@@ -13,7 +13,7 @@ from conftest import TinyNet
 from PyTorch_Vision.config import TrainConfig
 from PyTorch_Vision.lr_finder import lr_find
 from PyTorch_Vision.precision import Precision, choose_precision
-from PyTorch_Vision.train import fit, make_optimizer, make_step
+from PyTorch_Vision.train import Trainer, fit, make_optimizer
 
 CONFIG = TrainConfig(epochs=2, batch_size=16, max_lr=0.05, seed=0, precision="fp16", min_warmup_steps=1)
 
@@ -65,14 +65,14 @@ def cpu_with_rates(monkeypatch, bf16: float, fp32: float):
 
 
 def test_the_precision_is_timed_at_the_batch_the_data_allows(monkeypatch, tiny_data):
-    from PyTorch_Vision.train import prepare
+    from PyTorch_Vision.train import make_trainer
 
     timed = []
     monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(precision_module, "training_rate",
                         lambda model, precision, batch_size, *a, **k: timed.append(batch_size) or 1.0)
     config = TrainConfig(batch_size=100_000, precision="auto")  # a mistyped batch size must not time 100,000 images
-    prepare(TinyNet(), tiny_data, config, "cpu")
+    make_trainer(TinyNet(), tiny_data, config, "cpu")
     assert timed == [len(tiny_data.train_labels)] * 2, "one batch holds at most the whole training set"
 
 
@@ -132,8 +132,8 @@ def test_an_overflowing_fp16_step_is_skipped_and_training_goes_on():
     torch.manual_seed(0)
     model = TinyNet()
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)  # gradients x 2**24 overflow fp16
-    step = make_step(model, make_optimizer(model, TrainConfig(max_lr=0.1)), nn.CrossEntropyLoss(),
-                     Precision("fp16", "cpu"), scaler=scaler)
+    step = Trainer(model, make_optimizer(model, TrainConfig(max_lr=0.1)), nn.CrossEntropyLoss(),
+                   Precision("fp16", "cpu"), scaler).step
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     before = [p.detach().clone() for p in model.parameters()]
     loss, logits, skipped = step(x, y)

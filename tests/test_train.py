@@ -385,9 +385,9 @@ def test_history_json_records_what_produced_the_run(tiny_data, tmp_path):
     assert run["precision"] == choose_precision("cpu", config.precision).name and run["device"].startswith("CPU")
 
 
-def test_the_compiled_step_takes_the_full_batches_of_the_size_prepare_was_given(tiny_data, monkeypatch):
+def test_the_compiled_step_takes_the_full_batches_of_the_size_make_trainer_was_given(tiny_data, monkeypatch):
     from PyTorch_Vision.estimate import estimate_run
-    from PyTorch_Vision.train import prepare
+    from PyTorch_Vision.train import make_trainer
 
     compiled_calls = []
 
@@ -401,7 +401,7 @@ def test_the_compiled_step_takes_the_full_batches_of_the_size_prepare_was_given(
             return self.model(x)
 
     monkeypatch.setattr(torch, "compile", lambda model, **kwargs: Compiled(model))
-    s = prepare(tiny_model(), tiny_data, replace(CONFIG, compile=True), "cpu", batch_size=8)
+    s = make_trainer(tiny_model(), tiny_data, replace(CONFIG, compile=True), "cpu", batch_size=8)
     x, y = next(iter(s.train_batches))
     s.step(x, y)
     s.step(x[:5], y[:5])  # an epoch's smaller last batch runs eagerly

@@ -8,7 +8,7 @@ import sys
 
 from tqdm import tqdm
 
-PROGRESS = ("bar", "epoch", "none")
+DISPLAYS = ("bar", "epoch", "none")  # how training shows itself: a bar and a line per epoch, the line, nothing
 
 
 def in_notebook() -> bool:
@@ -36,15 +36,16 @@ def epoch_line(history, i: int, epochs: int) -> str:
 
 
 class EpochLog:
-    """fit's output: `progress` "bar" (a bar per epoch and a line per epoch), "epoch" (the line only) or "none"."""
+    """fit's output, as `display` asks: "bar" (a bar per epoch and a line per epoch), "epoch" (the line only) or
+    "none"."""
 
-    def __init__(self, progress: str, epochs: int):
-        if progress not in PROGRESS:
-            raise ValueError(f"progress must be 'bar', 'epoch' or 'none', got {progress!r}")
-        self.progress, self.epochs = progress, epochs
+    def __init__(self, display: str, epochs: int):
+        if display not in DISPLAYS:
+            raise ValueError(f"progress must be one of {', '.join(DISPLAYS)}, got {display!r}")
+        self.display, self.epochs = display, epochs
 
     def write(self, text: str) -> None:
-        if self.progress != "none":
+        if self.display != "none":
             tqdm.write(text, file=sys.stdout)
 
     def epoch(self, history, i: int = -1) -> None:
@@ -53,7 +54,7 @@ class EpochLog:
     @contextlib.contextmanager
     def bar(self, epoch: int, total: int, done: int = 0):
         """The epoch's bar, from `done` batches on (None without bars); closed when the block ends."""
-        bar = progress_bar(total, f"epoch {epoch}/{self.epochs}") if self.progress == "bar" else None
+        bar = progress_bar(total, f"epoch {epoch}/{self.epochs}") if self.display == "bar" else None
         if bar is not None:
             bar.update(done)
         try:
