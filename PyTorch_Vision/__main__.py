@@ -15,7 +15,7 @@ from .data import DataError, load_cifar10
 from .display import DISPLAYS
 from .history import History, results_markdown
 from .lr_finder import lr_find
-from .models import ResNet18, summary
+from .models import ResNet18, layer_table
 from .plots import plot_lr_find
 from .precision import choose_precision
 from .report import make_report
@@ -111,11 +111,11 @@ def train(args: argparse.Namespace) -> None:
     print(f"device: {device_name(device)}")
     seed_everything(config.seed)
     model = ResNet18(num_classes=len(data.classes))
-    print(summary(model))
+    print(layer_table(model))
     history = fit(model, data, config, device=device, out_dir=out, resume=args.resume, progress=args.progress,
                   checkpoint_seconds=60 * args.checkpoint_minutes)
     report = make_report(model, data, history, config, device, out)
-    print(report.summary_markdown())
+    print(report.headline_markdown())
     print(f"wrote {out}/")
 
 

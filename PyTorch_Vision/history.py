@@ -68,7 +68,7 @@ class History:
         return markdown_table(("epoch", "train loss", "train acc %", "test loss", "test acc %", "lr", "seconds"),
                               rows, align="right")
 
-    def summary(self) -> list[tuple[str, str]]:
+    def headline(self) -> list[tuple[str, str]]:
         """The headline figures as (what, value) rows: final and best test accuracy, time per epoch and in all."""
         if not len(self):
             raise ValueError("an empty history has no results: train at least one epoch")
@@ -82,4 +82,4 @@ class History:
 
 def results_markdown(history: History) -> str:
     """A run's results as Markdown: the headline figures, then one row per epoch (the README's results section)."""
-    return markdown_table(("", ""), history.summary()) + "\n\n" + history.table()
+    return markdown_table(("", ""), history.headline()) + "\n\n" + history.table()

@@ -1,5 +1,5 @@
 """What a finished run shows, made one way for the command line and the notebook: the loss and accuracy curves,
-the most confident mistakes, GradCAM on them, the confusion matrix and a summary table."""
+the most confident mistakes, GradCAM on them, the confusion matrix and the headline figures."""
 from __future__ import annotations
 
 import os
@@ -20,6 +20,7 @@ from .history import History
 from .plots import plot_confusion, plot_gradcam, plot_history, plot_misclassified
 from .precision import choose_precision
 from .run_folder import recorded_precision
+from .train import make_criterion
 from .utils import code_version, default_device, denormalize, device_name, markdown_table
 
 
@@ -37,10 +38,15 @@ class Report:
     misclassified: Figure
     gradcam: Figure
     confusion: Figure
-    summary: list[tuple[str, str]]
+    headline: list[tuple[str, str]]
 
-    def summary_markdown(self) -> str:
-        return markdown_table(("", ""), self.summary)
+    def headline_markdown(self) -> str:
+        return markdown_table(("", ""), self.headline)
+
+    @property
+    def summary(self) -> list[tuple[str, str]]:
+        """The notebook's name for `headline` until the notebook's next full run."""
+        return self.headline
 
 
 def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: TrainConfig,
@@ -55,7 +61,7 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
     out = Path(out_dir) if out_dir is not None else None
     path = (lambda name: out / name) if out is not None else (lambda name: None)
     tests = evaluation_batches(data, config.batch_size, device, config.on_device_data)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    criterion = make_criterion(config)
     preds = predict(model, tests, precision, config.channels_last, criterion)
     flip_tta, flip_shift_tta = (predict(model, tests, precision, config.channels_last, criterion, tta=tta,
                                         keep_images=False) for tta in ("flip", "flip-shift"))
@@ -69,7 +75,7 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
         gradcam=gradcam_gallery(model, data, preds, wrong, cam_layer, "mean" if cam_scores else None,
                                 config.seed, path("misclassified_gradcam.png")),
         confusion=plot_confusion(preds.labels, preds.predicted, data.classes, path("confusion_matrix.png")),
-        summary=history.summary() + [
+        headline=history.headline() + [
             ("final model with flip test-time augmentation", f"{flip_tta.accuracy:.2f}%"),
             ("final model with flip + 1-px shift test-time augmentation", f"{flip_shift_tta.accuracy:.2f}%"),
             ("device, precision", f"{device_name(device)}, {precision}"),

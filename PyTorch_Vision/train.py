@@ -42,6 +42,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.SGD(groups, lr=config.max_lr, momentum=config.max_momentum, nesterov=True)
 
 
+def make_criterion(config: TrainConfig) -> nn.Module:
+    """The loss training minimises and evaluation reports: cross-entropy with the recipe's label smoothing."""
+    return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+
 def recompute_batchnorm(model: nn.Module, batches, images: int, precision: Precision = FP32,
                         channels_last: bool = False) -> None:
     """Set `model`'s BatchNorm statistics to plain averages over the first `images` images of `batches`, with the
@@ -167,7 +172,7 @@ def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, devic
     train_batches, test_batches = make_batches(data, batch_size, device, config.augmentation(),
                                                config.seed, config.on_device_data)
     optimizer = make_optimizer(model, config)
-    return Trainer(model, optimizer, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), precision,
+    return Trainer(model, optimizer, make_criterion(config), precision,
                    precision.grad_scaler(),
                    make_scheduler(optimizer, config, len(train_batches)) if schedule else None,
                    make_ema(model, config.ema), config.channels_last,

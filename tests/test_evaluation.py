@@ -90,7 +90,7 @@ def test_the_report_and_the_history_give_one_accuracy_for_one_model(tiny_data, t
     report = make_report(model, tiny_data, history, config, "cpu", tmp_path)
     assert report.predictions.accuracy == history.test_acc[-1]
     assert report.predictions.loss == pytest.approx(history.test_loss[-1], rel=1e-6)
-    summary = dict(report.summary)
+    summary = dict(report.headline)
     assert summary["final test accuracy (epoch 1)"] == f"**{history.test_acc[-1]:.2f}%**"
     assert summary["other settings than the recipe's"] == "none"
     assert summary["seed, batch size, max LR"] == "0, 32, 0.05 (peaked at 0.001: a warm-up under 100 batches)"

@@ -1,6 +1,6 @@
 import torch
 
-from PyTorch_Vision.models import ResNet18, ResNet34, count_parameters, summary
+from PyTorch_Vision.models import ResNet18, ResNet34, count_parameters, layer_table
 
 
 def test_resnet18_parameter_count_and_shapes():
@@ -19,10 +19,10 @@ def test_resnet34_parameter_count():
     assert count_parameters(ResNet34()) == 21_282_122
 
 
-def test_summary_on_cpu_leaves_model_untouched():
+def test_layer_table_on_cpu_leaves_model_untouched():
     model = ResNet18().eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    text = summary(model)
+    text = layer_table(model)
     assert "Total params: 11,173,962" in text and "Linear-" in text
     assert not model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

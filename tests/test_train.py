@@ -211,11 +211,11 @@ def test_history_summary_names_final_and_best_epochs():
     h = History()
     for e, acc, sec in [(1, 50.0, 10.0), (2, 70.5, 12.0), (3, 70.25, 14.0)]:
         h.append(epoch=e, train_loss=1.0, train_acc=acc, test_loss=1.0, test_acc=acc, lr=0.1, epoch_seconds=sec)
-    assert dict(h.summary()) == {"final test accuracy (epoch 3)": "**70.25%**",
+    assert dict(h.headline()) == {"final test accuracy (epoch 3)": "**70.25%**",
                                  "best test accuracy": "70.50% (epoch 2)",
                                  "mean time per epoch (train + test)": "12.0 s", "total training time": "0.6 min"}
     with pytest.raises(ValueError, match="empty history"):
-        History().summary()
+        History().headline()
 
 
 @pytest.mark.slow
