@@ -2,12 +2,11 @@
 is made. The command line's options and the notebook's S11_<FIELD> overrides are built from its fields."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
 from .precision import PRECISIONS
-from .settings import count, nonnegative_float, optional_switch, positive_float, positive_int, setting, share, \
-    switch, whole_number
+from .settings import count, nonnegative_float, open_share, optional_switch, positive_float, positive_int, setting, \
+    share, share_below_one, switch, whole_number
 from .transforms import Augmentation
 
 
@@ -19,21 +18,21 @@ class TrainConfig(Augmentation):
     epochs: int = setting(20, "passes over the training data", positive_int)
     batch_size: int = setting(128, "images per step", positive_int)
     max_lr: float = setting(0.1, "the one-cycle schedule's peak LR", positive_float)
-    max_momentum: float = setting(0.95, "SGD momentum at the start and end, cycled against the LR", share)
+    max_momentum: float = setting(0.95, "SGD momentum at the start and end, cycled against the LR", share_below_one)
     base_momentum: float = setting(0.85, "SGD momentum at the LR's peak", share)
     weight_decay: float = setting(5e-4, "L2 on conv and linear weights (on every parameter with "
                                   "weight_decay_all)", nonnegative_float)
     weight_decay_all: bool = setting(False, "weight decay on BatchNorm's weights and on biases too, as airbench's "
                                      "ResNet-18 baseline does; off: conv and linear weights only", switch)
-    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss", share)
-    pct_start: float = setting(0.25, "share of the steps spent warming up to max_lr", share)
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss", share_below_one)
+    pct_start: float = setting(0.25, "share of the steps spent warming up to max_lr", open_share)
     min_warmup_steps: int = setting(100, "the LR climbs to max_lr over no fewer batches; a shorter run peaks "
                                     "lower, in proportion", positive_int)
     anneal: str = setting("cos", "shape of the warm-up and the annealing", choices=("cos", "linear"))
     div_factor: float = setting(25.0, "initial LR = max_lr / div_factor", positive_float)
     final_div_factor: float = setting(1e4, "final LR = initial LR / final_div_factor", positive_float)
     ema: float = setting(0.0, "decay per step of an average of the weights that evaluation uses (e.g. 0.999; "
-                         "0: the weights themselves)", share)
+                         "0: the weights themselves)", share_below_one)
     bn_stats_images: int = setting(2048, "BatchNorm statistics recomputed over this many training images before "
                                    "each evaluation (0: BatchNorm's running averages)", count)
     seed: int = setting(0, "seed of the weights, the batches and the augmentation", whole_number)
@@ -47,25 +46,10 @@ class TrainConfig(Augmentation):
                                           "the albumentations DataLoader (0); auto: batches", optional_switch)
 
     def __post_init__(self):
-        super().__post_init__()
-        for name, least in (("epochs", 1), ("batch_size", 1), ("min_warmup_steps", 1), ("bn_stats_images", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                what = "a positive integer" if least else "a whole number >= 0"
-                raise ValueError(f"{name} must be {what}, got {value!r}")
-        if not (isinstance(self.max_lr, (int, float)) and math.isfinite(self.max_lr) and self.max_lr > 0):
-            raise ValueError(f"max_lr must be a positive number, got {self.max_lr!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.anneal not in ("cos", "linear"):
-            raise ValueError(f"anneal must be 'cos' or 'linear', got {self.anneal!r}")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"ema is a decay per step in [0, 1) (0: no average), got {self.ema!r}")
-        if not 0 <= self.base_momentum <= self.max_momentum < 1:
-            raise ValueError(f"need 0 <= base_momentum <= max_momentum < 1, got {self.base_momentum}, "
-                             f"{self.max_momentum}")
-        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or not 0 < self.pct_start < 1:
-            raise ValueError("weight_decay must be >= 0, label_smoothing in [0, 1), pct_start in (0, 1)")
+        super().__post_init__()  # checks every setting, these included
+        if self.base_momentum > self.max_momentum:
+            raise ValueError(f"base_momentum ({self.base_momentum}) must not exceed max_momentum "
+                             f"({self.max_momentum}): the momentum cycles from max down to base and back")
 
     def augmentation(self) -> Augmentation:
         """The training augmentation this config asks for."""

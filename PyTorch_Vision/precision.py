@@ -37,6 +37,10 @@ class Precision:
     device_type: str      # "cuda", "cpu", "mps", ...
     rates: tuple[tuple[str, float], ...] = field(default=(), compare=False)  # (name, img/s) timed to choose it
 
+    def __post_init__(self):
+        if self.name not in _DTYPES:  # what choose_precision is asked for: "auto" or one of these
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.name!r}")
+
     @property
     def dtype(self) -> torch.dtype | None:
         return _DTYPES[self.name]
@@ -96,8 +100,6 @@ def choose_precision(device: torch.device | str, requested: str = "auto", model:
     given (bf16 without one); fp32 elsewhere. "bf16", "fp16", "fp32" force one (bf16 is refused on a GPU that
     could only emulate it)."""
     device = torch.device(device)
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if device.type == "cuda":
         major, minor = cuda_capability(device)
         if requested == "bf16" and major < 8:

@@ -229,7 +229,8 @@ def train_one_epoch(t: Trainer, tally: EpochTally, log: EpochLog, save_due=lambd
                 raise FloatingPointError(f"training loss became {p.loss_sum / max(p.seen, 1)} by batch "
                                          f"{done}/{len(batches)}")
             if bar is not None:
-                bar.set_postfix(loss=f"{p.loss_sum / max(p.seen, 1):.3f}", acc=f"{100 * p.correct / max(p.seen, 1):.1f}%")
+                seen = max(p.seen, 1)
+                bar.set_postfix(loss=f"{p.loss_sum / seen:.3f}", acc=f"{100 * p.correct / seen:.1f}%")
             if saving and not last:
                 save(p)
             if stopping:

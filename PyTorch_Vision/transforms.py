@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
 
-from .settings import setting, share, switch
+from .settings import check_settings, setting, share, switch
 
 PAD = 4
 HOLE = 16
@@ -43,10 +43,7 @@ class Augmentation:
                            choices=PADDINGS)
 
     def __post_init__(self):
-        if not 0 <= self.cutout_p <= 1:
-            raise ValueError(f"cutout_p is a share of the images, in [0, 1]; got {self.cutout_p!r}")
-        if self.padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
+        check_settings(self)
 
 
 class CutOutAnywhere(A.ImageOnlyTransform):

@@ -33,7 +33,8 @@ def test_every_field_has_a_parser(monkeypatch):
     ("S11_FLIP", "maybe", "S11_FLIP must be 1 or 0"),
     ("S11_MAX_LR", "-1", "S11_MAX_LR must be a positive number, got '-1'"),
     ("S11_ANNEAL", "step", "S11_ANNEAL must be one of cos, linear, got 'step'"),
-    ("S11_BASE_MOMENTUM", "0.99", "need 0 <= base_momentum <= max_momentum < 1, got 0.99, 0.95: check S11_BASE_MOMENTUM"),
+    ("S11_BASE_MOMENTUM", "0.99", "base_momentum (0.99) must not exceed max_momentum (0.95): the momentum cycles "
+                                  "from max down to base and back: check S11_BASE_MOMENTUM"),
 ])
 def test_a_bad_value_is_refused_naming_the_variable(monkeypatch, name, text, message):
     monkeypatch.setenv(name, text)

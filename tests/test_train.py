@@ -312,6 +312,22 @@ def test_config_rejects_non_positive_values(kwargs):
         TrainConfig(bn_stats_images=-1)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ema": 1.0}, "ema must be a number from 0 up to"), ({"label_smoothing": 1}, "label_smoothing must be"),
+    ({"pct_start": 0.0}, "pct_start must be a number between 0 and 1"), ({"flip": "maybe"}, "flip must be 1 or 0"),
+    ({"anneal": "step"}, "anneal must be one of cos, linear"), ({"epochs": True}, "epochs must be a positive whole"),
+    ({"base_momentum": 0.96}, r"base_momentum \(0.96\) must not exceed max_momentum \(0.95\)")])
+def test_each_setting_is_checked_where_it_is_declared(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_settings_given_as_text_are_read_as_values():
+    config = TrainConfig(batch_size="256", flip="off", on_device_data="auto", max_lr="0.2")
+    assert (config.batch_size, config.flip, config.on_device_data, config.max_lr) == (256, False, None, 0.2)
+    assert config == TrainConfig(batch_size=256, flip=False, max_lr=0.2)
+
+
 def test_too_few_batches_for_a_schedule(tiny_data):
     with pytest.raises(ValueError, match="at least 3 training batches"):
         fit(tiny_model(), tiny_data, TrainConfig(epochs=1, batch_size=128), device="cpu", progress="none")

@@ -185,7 +185,7 @@ def test_reflected_padding_mirrors_the_image_and_keeps_all_81_offsets(kind):
 
 
 def test_bad_variants_are_refused():
-    with pytest.raises(ValueError, match="cutout_p is a share"):
+    with pytest.raises(ValueError, match="cutout_p must be a number from 0 to 1"):
         Augmentation(cutout_p=1.5)
     with pytest.raises(ValueError, match="padding must be one of mean, reflect"):
         Augmentation(padding="zero")
