@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .data import CIFAR10Data
-from .transforms import Augmentation, batch_normalize, batch_train_augment, test_transforms, train_transforms
+from .transforms import Augmentation, BatchTransforms, test_transforms, train_transforms
 from .utils import usable_cores
 
 
@@ -87,7 +87,8 @@ class DeviceBatches:
         self.images = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(labels).to(device)
         self.batch_size, self.train, self.augmentation = batch_size, train, augmentation
-        self.mean, self.std, self.device, self.seed = tuple(mean), tuple(std), device, seed
+        self.device, self.seed = device, seed
+        self.transforms = BatchTransforms(mean, std, device, augmentation, self.images.shape[-2:])
         self.generator = torch.Generator(device=device)
         self.set_epoch(0)
 
@@ -106,9 +107,9 @@ class DeviceBatches:
                 idx = order[idx]
             images, labels = self.images[idx], self.labels[idx]
             if self.train:
-                yield batch_train_augment(images, self.mean, self.std, self.augmentation, self.generator), labels
+                yield self.transforms.train(images, self.generator), labels
             else:
-                yield batch_normalize(images, self.mean, self.std), labels
+                yield self.transforms.normalize(images), labels
 
 
 def _on_device(device: torch.device, on_device: bool | None) -> bool:

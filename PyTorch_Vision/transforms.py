@@ -114,66 +114,84 @@ def test_transforms(mean: Sequence[float], std: Sequence[float]) -> A.Compose:
 
 # ---- the same augmentations on whole batches: (N,3,H,W) uint8 tensors on any device ----
 
-def batch_crop(images: torch.Tensor, fill: Sequence[int] | None, padding: int = PAD,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pad each image by `padding` with `fill` (None: the image reflected at its edges, as cv2's
-    BORDER_REFLECT_101) and cut a random HxW window: every offset equally likely."""
-    n, c, h, w = images.shape
-    if fill is None:
-        padded = F.pad(images, (padding,) * 4, mode="reflect")
-    else:
-        padded = images.new_empty(n, c, h + 2 * padding, w + 2 * padding)
-        padded[:] = torch.tensor(fill, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
-        padded[:, :, padding:padding + h, padding:padding + w] = images
-    dy = torch.randint(0, 2 * padding + 1, (n,), device=images.device, generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n,), device=images.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
-    return padded[torch.arange(n, device=images.device)[:, None, None, None],
-                  torch.arange(c, device=images.device)[None, :, None, None], rows, cols]
+class BatchTransforms:
+    """The train_transforms recipe (`train`) and test_transforms (`normalize`) on whole (N,3,H,W) uint8 batches
+    on `device`. The constant tensors (fill colour, mean, std, pixel coordinates) are made here once, so a batch
+    costs only its random draws and a few ops: no host-to-device copies. Draws in the order crop, flip, hole."""
 
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device | str,
+                 augmentation: Augmentation = Augmentation(), size: tuple[int, int] = (32, 32)):
+        _check_stats(mean, std)
+        device = torch.device(device)
+        self.augmentation = augmentation
+        self.fill = torch.tensor(mean_colour(mean), dtype=torch.uint8, device=device).view(1, -1, 1, 1)
+        self.mean = torch.tensor(tuple(mean), device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(tuple(std), device=device).view(1, -1, 1, 1)
+        self.ys, self.xs = torch.arange(size[0], device=device), torch.arange(size[1], device=device)
 
-def batch_flip_lr(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror each image left-right with probability 1/2."""
-    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+    def train(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (N,3,H,W) -> augmented, normalized float32 (N,3,H,W)."""
+        aug = self.augmentation
+        images = self.crop(images, reflect=aug.padding == "reflect", generator=generator)
+        if aug.flip:
+            images = self.flip_lr(images, generator)
+        if aug.cutout:
+            images = self.cutout(images, generator=generator, p=aug.cutout_p, anywhere=aug.cutout_anywhere)
+        return self.normalize(images)
 
+    def crop(self, images: torch.Tensor, padding: int = PAD, reflect: bool = False,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """Pad each image by `padding` with the mean colour (or, `reflect`, the image reflected at its edges, as
+        cv2's BORDER_REFLECT_101) and cut a random HxW window: every offset equally likely."""
+        n, c, h, w = images.shape
+        if reflect:
+            padded = F.pad(images, (padding,) * 4, mode="reflect")
+        else:
+            padded = images.new_empty(n, c, h + 2 * padding, w + 2 * padding)
+            padded[:] = self.fill
+            padded[:, :, padding:padding + h, padding:padding + w] = images
+        dy = torch.randint(0, 2 * padding + 1, (n,), device=images.device, generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (n,), device=images.device, generator=generator)
+        rows = (dy[:, None] + self.ys)[:, None, :, None].expand(n, c, h, w + 2 * padding)
+        cols = (dx[:, None] + self.xs)[:, None, None, :].expand(n, c, h, w)
+        return padded.gather(2, rows).gather(3, cols)
 
-def batch_cutout(images: torch.Tensor, fill: Sequence[int], size: int = HOLE,
-                 generator: torch.Generator | None = None, p: float = 1.0, anywhere: bool = False) -> torch.Tensor:
-    """Fill one size x size square with `fill` in a share `p` of the images; the square lies wholly inside, placed
-    uniformly, or (anywhere) has its centre uniform over the image and is clipped at the border."""
-    n, c, h, w = images.shape
-    if anywhere:
-        y0 = torch.randint(0, h, (n, 1, 1, 1), device=images.device, generator=generator) - size // 2
-        x0 = torch.randint(0, w, (n, 1, 1, 1), device=images.device, generator=generator) - size // 2
-    else:
-        y0 = torch.randint(0, h - size + 1, (n, 1, 1, 1), device=images.device, generator=generator)
-        x0 = torch.randint(0, w - size + 1, (n, 1, 1, 1), device=images.device, generator=generator)
-    ys = torch.arange(h, device=images.device).view(1, 1, h, 1)
-    xs = torch.arange(w, device=images.device).view(1, 1, 1, w)
-    hole = (ys >= y0) & (ys < y0 + size) & (xs >= x0) & (xs < x0 + size)
-    if p < 1:
-        hole &= (torch.rand(n, device=images.device, generator=generator) < p).view(n, 1, 1, 1)
-    colour = torch.tensor(fill, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
-    return torch.where(hole, colour, images)
+    @staticmethod
+    def flip_lr(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mirror each image left-right with probability 1/2."""
+        flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
+        return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+    def cutout(self, images: torch.Tensor, size: int = HOLE, generator: torch.Generator | None = None,
+               p: float = 1.0, anywhere: bool = False) -> torch.Tensor:
+        """Fill one size x size square with the mean colour in a share `p` of the images; the square lies wholly
+        inside, placed uniformly, or (anywhere) has its centre uniform over the image and is clipped at the border."""
+        n, c, h, w = images.shape
+        if anywhere:
+            y0 = torch.randint(0, h, (n, 1, 1, 1), device=images.device, generator=generator) - size // 2
+            x0 = torch.randint(0, w, (n, 1, 1, 1), device=images.device, generator=generator) - size // 2
+        else:
+            y0 = torch.randint(0, h - size + 1, (n, 1, 1, 1), device=images.device, generator=generator)
+            x0 = torch.randint(0, w - size + 1, (n, 1, 1, 1), device=images.device, generator=generator)
+        ys, xs = self.ys.view(1, 1, h, 1), self.xs.view(1, 1, 1, w)
+        hole = (ys >= y0) & (ys < y0 + size) & (xs >= x0) & (xs < x0 + size)
+        if p < 1:
+            hole &= (torch.rand(n, device=images.device, generator=generator) < p).view(n, 1, 1, 1)
+        return torch.where(hole, self.fill, images)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N,3,H,W) -> float32 (N,3,H,W), (x/255 - mean) / std."""
+        return (images.float() / 255 - self.mean) / self.std
 
 
 def batch_normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (N,3,H,W) -> float32 (N,3,H,W), (x/255 - mean) / std."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255 - m) / s
+    """uint8 (N,3,H,W) -> float32 (N,3,H,W), (x/255 - mean) / std; for one batch (a loop keeps a BatchTransforms)."""
+    return BatchTransforms(mean, std, images.device, size=images.shape[-2:]).normalize(images)
 
 
 def batch_train_augment(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                         augmentation: Augmentation = Augmentation(),
                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """The whole train_transforms recipe on a uint8 (N,3,32,32) batch -> normalized float (N,3,32,32)."""
-    aug, fill = augmentation, mean_colour(mean)
-    images = batch_crop(images, None if aug.padding == "reflect" else fill, generator=generator)
-    if aug.flip:
-        images = batch_flip_lr(images, generator=generator)
-    if aug.cutout:
-        images = batch_cutout(images, fill, generator=generator, p=aug.cutout_p, anywhere=aug.cutout_anywhere)
-    return batch_normalize(images, mean, std)
+    """The whole train_transforms recipe on one uint8 (N,3,H,W) batch -> normalized float (N,3,H,W); a loop keeps
+    a BatchTransforms instead."""
+    return BatchTransforms(mean, std, images.device, augmentation, images.shape[-2:]).train(images, generator)

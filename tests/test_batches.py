@@ -3,6 +3,7 @@ import torch
 
 from PyTorch_Vision.batches import make_batches
 from PyTorch_Vision.data import synthetic_cifar10
+from PyTorch_Vision.transforms import Augmentation
 
 
 @pytest.mark.parametrize("on_device,workers", [(False, 0), (False, 2), (True, None)],
@@ -30,3 +31,17 @@ def test_final_batch_of_one_is_dropped_in_training():
     for on_device in (False, True):
         train, _ = make_batches(data, 32, "cpu", on_device=on_device)
         assert len(train) == 2 and sum(len(y) for _, y in train) == 64
+
+
+@pytest.mark.parametrize("padding", ["mean", "reflect"])
+def test_device_batches_build_no_constant_tensors_per_batch(monkeypatch, padding):
+    """On a GPU each tensor made from host values (the fill colour, mean, std, coordinates) is a copy to the
+    device: the batch transforms make them once, not per batch."""
+    data = synthetic_cifar10(96, 32)
+    train, test = make_batches(data, 32, "cpu", Augmentation(cutout_p=0.5, padding=padding), on_device=True)
+    made = []
+    for name in ("tensor", "as_tensor", "arange", "full", "linspace", "ones", "zeros"):
+        original = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, _f=original, _n=name, **k: made.append(_n) or _f(*a, **k))
+    batches = list(train) + list(test)
+    assert len(batches) == 4 and made == []
