@@ -4,6 +4,7 @@ schedule.py every batch, the evaluation after it, and `fit`, which loops over ep
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import math
 import os
@@ -16,7 +17,6 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import CheckpointError
 from .config import TrainConfig
@@ -85,7 +85,7 @@ class Trainer:
     precision: Precision = FP32
     scaler: torch.amp.GradScaler | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    ema: AveragedModel | None = None
+    ema: WeightAverage | None = None
     channels_last: bool = False
     compiled: nn.Module | None = None
     full_batch: int = 0
@@ -116,7 +116,7 @@ class Trainer:
             self.scaler.update()
             skipped = _scale(self.scaler) < before  # GradScaler lowers the scale when it skips a step
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.ema.update(self.model)
         if self.scheduler is not None:
             # The schedule follows the batch count, skipped steps included, so a run ends on its planned LR; a
             # step GradScaler skipped loses one update, as in PyTorch's AMP recipe (and torch warns of exactly that)
@@ -184,9 +184,39 @@ def _scale(scaler: torch.amp.GradScaler) -> torch.Tensor:
     return scaler._get_scale_async()
 
 
-def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics, `module` (Polyak & Juditsky
+    1992; Page 2019 for short runs), updated with nothing read back to the host (torch's AveragedModel tests its
+    counter on the device every step). Its state_dict is laid out as AveragedModel's ("module.*", "n_averaged")."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module, self.decay, self.updates = copy.deepcopy(model).requires_grad_(False), decay, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """The first update copies `model`; each later one moves the average 1 - decay of the way to it (integer
+        buffers, BatchNorm's batch counter, are copied)."""
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
+        floating = [(a, b) for a, b in pairs if a.is_floating_point()] if self.updates else []
+        if floating:
+            torch._foreach_lerp_([a for a, _ in floating], [b for _, b in floating], 1 - self.decay)
+        for average, current in pairs:
+            if not floating or not average.is_floating_point():
+                average.copy_(current)
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        return {**{"module." + k: v for k, v in self.module.state_dict().items()},
+                "n_averaged": torch.tensor(self.updates)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict({k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"})
+        self.updates = int(state["n_averaged"])
+
+
+def make_ema(model: nn.Module, decay: float) -> WeightAverage | None:
     """An exponential moving average of `model`'s weights and BatchNorm statistics (None for decay 0)."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay else None
+    return WeightAverage(model, decay) if decay else None
 
 
 def train_one_epoch(t: Trainer, tally: EpochTally, log: EpochLog, save_due=lambda: False, save=None,
