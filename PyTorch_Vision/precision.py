@@ -74,12 +74,21 @@ def training_rate(model: nn.Module, precision: Precision, batch_size: int, chann
     x = x.to(next(trial.parameters()).device, memory_format=memory_format)
     seconds = []
     for _ in range(steps + 1):
+        wait_for(x.device)
         start = time.perf_counter()
         with precision.autocast():
             out = trial(x)
         out.float().square().mean().backward()
+        wait_for(x.device)  # a GPU returns before its work is done: the clock would time the launches only
         seconds.append(time.perf_counter() - start)
     return batch_size / min(seconds[1:])
+
+
+def wait_for(device: torch.device) -> None:
+    """Block until `device` has done the work queued on it (torch.cuda.synchronize on a GPU; a no-op on the CPU)."""
+    backend = getattr(torch, device.type, None)
+    if backend is not None and hasattr(backend, "synchronize"):
+        backend.synchronize()
 
 
 def faster_cpu_precision(model: nn.Module, batch_size: int, channels_last: bool = True, margin: float = 1.2,

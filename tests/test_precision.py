@@ -12,7 +12,7 @@ import PyTorch_Vision.precision as precision_module
 from conftest import TinyNet
 from PyTorch_Vision.config import TrainConfig
 from PyTorch_Vision.lr_finder import lr_find
-from PyTorch_Vision.precision import Precision, choose_precision
+from PyTorch_Vision.precision import FP32, Precision, choose_precision
 from PyTorch_Vision.train import Trainer, fit, make_optimizer
 
 CONFIG = TrainConfig(epochs=2, batch_size=16, max_lr=0.05, seed=0, precision="fp16", min_warmup_steps=1)
@@ -206,3 +206,13 @@ def test_fp32_history_without_skipped_steps_loads(tmp_path):
 
     old = {k: [1] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds")}
     assert History.from_dict(old).skipped_steps == [0]
+
+
+def test_training_rate_waits_for_the_device_around_each_timed_pass(monkeypatch):
+    """On a GPU, work runs after the call returns: a timer read without waiting measures the launches only."""
+    events = []
+    monkeypatch.setattr(torch.cpu, "synchronize", lambda *a: events.append("wait"))
+    real_clock = precision_module.time.perf_counter
+    monkeypatch.setattr(precision_module.time, "perf_counter", lambda: events.append("clock") or real_clock())
+    precision_module.training_rate(TinyNet(), FP32, 4, steps=2)
+    assert events == ["wait", "clock", "wait", "clock"] * 3
