@@ -116,10 +116,11 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def reinitialised(model: nn.Module, seed: int = 12345) -> nn.Module:
     """A copy of `model` with every parameter drawn afresh by its layer's own initialiser (the full "cascading"
     randomisation of Adebayo et al.); BatchNorm statistics reset too. The model itself is untouched. The seed is
-    one of its own, so that the copy differs from a model that was initialised with a small seed."""
-    fresh = copy.deepcopy(model)
+    one of its own, so that the copy differs from a model that was initialised with a small seed. The copy is
+    drawn on the CPU (the same on every device) and stays there; no generator is left changed, the GPU's included."""
+    fresh = copy.deepcopy(model).cpu()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)  # torch.manual_seed would reseed every GPU's too
         for module in fresh.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()

@@ -115,6 +115,21 @@ def test_the_randomisation_check_compares_with_a_fresh_copy_and_leaves_the_model
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_reinitialising_leaves_every_random_generator_as_it_was(monkeypatch):
+    """The check draws its copy from a seed of its own; the training code's generators, the GPU's included (which
+    torch.manual_seed reseeds too), are as they were."""
+    reseeded = []
+    for name in ("manual_seed", "manual_seed_all"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, _n=name: reseeded.append(_n))
+    torch.manual_seed(5)
+    model = ChannelNet()
+    reseeded.clear()
+    state = torch.get_rng_state()
+    first, again = reinitialised(model, seed=3), reinitialised(model, seed=3)
+    assert reseeded == [] and torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first.conv.weight, again.conv.weight)
+
+
 @pytest.mark.slow
 def test_measure_layers_ranks_layers_and_draws_the_curves(tmp_path):
     from PyTorch_Vision.faithfulness import faithfulness_markdown, measure_layers
