@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements of RESULTS.md, in one go on a CUDA machine:
 #   bash benchmarks/gpu.sh DATA_DIR OUT_DIR STEP...
-# STEP: notebook (execute S11_ResNet18.ipynb top to bottom;
+# STEP: check    (run first on any new GPU, <= 10 min: benchmarks/gpu_check.py, one PASS/FAIL line per check)
+#       notebook (execute S11_ResNet18.ipynb top to bottom;
 #                 the full 20-epoch run, seed 0, figures and the executed notebook to OUT_DIR/plots)
 #       fp16     (Colab's T4 path forced on this GPU: --precision fp16, seeds 0-2; then seed 0 in bf16 beside it)
 #       calibration (airbench94 x 10 seeds and airbench96 x 3 on the copy: benchmarks/calibration.py; ~4 min on an H100)
@@ -32,6 +33,7 @@ nbclient.NotebookClient(nb, timeout=None, kernel_name="python3", resources={"met
 nbformat.write(nb, os.path.join(os.environ["S11_PLOTS_DIR"], "S11_ResNet18.ipynb"))
 EOF
 }
+check() { python3 benchmarks/gpu_check.py --data-dir "$data" --out "$out/check"; }
 seeds() {
     for s in 1 2; do
         python3 -m PyTorch_Vision train --data-dir "$data" --seed $s --out "$out/seed$s" --progress epoch \
