@@ -44,9 +44,9 @@ def machine_record(device: torch.device, precision: Precision) -> dict:
 
 
 def recorded_precision(run: dict | None, device: torch.device | str, config) -> Precision | None:
-    """The precision a run (its History's `run` record; None: a new run) last trained in, where that was on this
-    machine: resumed there, or evaluated there, it keeps it. None for a new run, another machine or a precision set
-    by hand."""
+    """The precision a run (its History's `run` record) last trained in, where that was on this machine: resumed
+    there, or evaluated there, it keeps it. None for a new run (`run` None), another machine or a precision set by
+    hand."""
     last = ((run or {}).get("segments") or [{}])[-1]
     device = torch.device(device)
     if config.precision != "auto" or last.get("device") != device_name(device) or "precision" not in last:

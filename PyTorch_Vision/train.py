@@ -197,12 +197,12 @@ class WeightAverage:
         """The first update copies `model`; each later one moves the average 1 - decay of the way to it (integer
         buffers, BatchNorm's batch counter, are copied)."""
         pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
-        floating = [(a, b) for a, b in pairs if a.is_floating_point()] if self.updates else []
-        if floating:
-            torch._foreach_lerp_([a for a, _ in floating], [b for _, b in floating], 1 - self.decay)
-        for average, current in pairs:
-            if not floating or not average.is_floating_point():
-                average.copy_(current)
+        lerped = [(a, b) for a, b in pairs if a.is_floating_point()] if self.updates else []
+        copied = [(a, b) for a, b in pairs if not lerped or not a.is_floating_point()]
+        if lerped:
+            torch._foreach_lerp_([a for a, _ in lerped], [b for _, b in lerped], 1 - self.decay)
+        for average, current in copied:
+            average.copy_(current)
         self.updates += 1
 
     def state_dict(self) -> dict:
