@@ -4,6 +4,7 @@ pipeline (the reference definition; MPS)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
@@ -22,6 +23,11 @@ def _batch_count(n: int, batch_size: int, train: bool) -> int:
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**63
+
+
+def without_hole(augmentation: Augmentation) -> Augmentation:
+    """`augmentation` with CutOut off: what the epochs after `hole_epochs` train with."""
+    return replace(augmentation, cutout=False)
 
 
 class AugmentedDataset(Dataset):
@@ -52,11 +58,13 @@ def default_num_workers(device: torch.device) -> int:
 
 class LoaderBatches:
     """A DataLoader over the albumentations pipeline (on_device=False, and MPS); same batches again for the same
-    epoch."""
+    epoch. `plain_transform`, where given, replaces `transform` in the epochs after `hole_epochs`."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform, batch_size: int, train: bool,
-                 device: torch.device, seed: int = 0, num_workers: int | None = None):
+                 device: torch.device, seed: int = 0, num_workers: int | None = None,
+                 plain_transform=None, hole_epochs: int | None = None):
         self.device, self.seed, self.train = device, seed, train
+        self.transforms, self.hole_epochs = (transform, plain_transform or transform), hole_epochs
         self.dataset = AugmentedDataset(images, labels, transform)
         self.generator = torch.Generator()
         workers = default_num_workers(device) if num_workers is None else num_workers
@@ -68,6 +76,7 @@ class LoaderBatches:
     def set_epoch(self, epoch: int) -> None:
         s = _epoch_seed(self.seed, epoch)
         self.generator.manual_seed(s)
+        self.dataset.transform = self.transforms[self.hole_epochs is not None and epoch > self.hole_epochs]
         self.dataset.transform.set_random_seed(s % 2**32)
 
     def __len__(self) -> int:
@@ -80,20 +89,26 @@ class LoaderBatches:
 
 class DeviceBatches:
     """The device path: uint8 images held on the device; each batch is cropped, flipped, cut out and
-    normalized there in a few tensor ops (or only normalized, for evaluation)."""
+    normalized there in a few tensor ops (or only normalized, for evaluation). Epochs after `hole_epochs` (None:
+    none) train without the CutOut hole."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, train: bool,
-                 mean, std, device: torch.device, augmentation: Augmentation = Augmentation(), seed: int = 0):
+                 mean, std, device: torch.device, augmentation: Augmentation = Augmentation(), seed: int = 0,
+                 hole_epochs: int | None = None):
         self.images = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(labels).to(device)
         self.batch_size, self.train, self.augmentation = batch_size, train, augmentation
-        self.device, self.seed = device, seed
-        self.transforms = BatchTransforms(mean, std, device, augmentation, self.images.shape[-2:])
+        self.device, self.seed, self.hole_epochs = device, seed, hole_epochs
+        size = self.images.shape[-2:]
+        self.with_hole = BatchTransforms(mean, std, device, augmentation, size)
+        self.without_hole = BatchTransforms(mean, std, device, without_hole(augmentation), size)
         self.generator = torch.Generator(device=device)
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(_epoch_seed(self.seed, epoch))
+        hole = self.hole_epochs is None or epoch <= self.hole_epochs
+        self.transforms = self.with_hole if hole else self.without_hole
 
     def __len__(self) -> int:
         return _batch_count(len(self.labels), self.batch_size, self.train)
@@ -128,8 +143,9 @@ def evaluation_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
 
 def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
                  augmentation: Augmentation = Augmentation(), seed: int = 0, on_device: bool | None = None,
-                 num_workers: int | None = None):
-    """(train, test) batch sources, training batches augmented by `augmentation`. `on_device` (default: on CUDA
+                 num_workers: int | None = None, hole_epochs: int | None = None):
+    """(train, test) batch sources, training batches augmented by `augmentation` (without the CutOut hole in the
+    epochs after `hole_epochs`; None: in every epoch). `on_device` (default: on CUDA
     and the CPU) holds the data on the device and augments whole batches there, with no worker processes to
     compete with training for the CPU's cores; otherwise a DataLoader runs the albumentations pipelines (the
     reference definition, also what MPS gets)."""
@@ -137,6 +153,7 @@ def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
     test = evaluation_batches(data, batch_size, device, on_device, num_workers)
     if _on_device(device, on_device):
         return DeviceBatches(data.train_images, data.train_labels, batch_size, True, data.mean, data.std,
-                             device, augmentation, seed), test
+                             device, augmentation, seed, hole_epochs), test
     return LoaderBatches(data.train_images, data.train_labels, train_transforms(data.mean, data.std, augmentation),
-                         batch_size, True, device, seed, num_workers), test
+                         batch_size, True, device, seed, num_workers,
+                         train_transforms(data.mean, data.std, without_hole(augmentation)), hole_epochs), test

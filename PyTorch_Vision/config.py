@@ -31,6 +31,8 @@ class TrainConfig(Augmentation):
     anneal: str = setting("cos", "shape of the warm-up and the annealing", choices=("cos", "linear"))
     div_factor: float = setting(25.0, "initial LR = max_lr / div_factor", positive_float)
     final_div_factor: float = setting(1e4, "final LR = initial LR / final_div_factor", positive_float)
+    cutout_off_epochs: int = setting(0, "the last this many epochs train without the CutOut hole (regularise early, "
+                                     "fit the plain images late); 0: the hole in every epoch", count)
     ema: float = setting(0.0, "decay per step of an average of the weights that evaluation uses (e.g. 0.999; "
                          "0: the weights themselves)", share_below_one)
     bn_stats_images: int = setting(2048, "BatchNorm statistics recomputed over this many training images before "
@@ -52,5 +54,10 @@ class TrainConfig(Augmentation):
                              f"({self.max_momentum}): the momentum cycles from max down to base and back")
 
     def augmentation(self) -> Augmentation:
-        """The training augmentation this config asks for."""
+        """The training augmentation this config asks for (in its first `hole_epochs` epochs)."""
         return Augmentation(**{f.name: getattr(self, f.name) for f in fields(Augmentation)})
+
+    @property
+    def hole_epochs(self) -> int:
+        """How many epochs, from the first, train with the CutOut hole (where `cutout` asks for one)."""
+        return max(self.epochs - self.cutout_off_epochs, 0)

@@ -169,8 +169,8 @@ def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, devic
     if precision is None:  # timed at the batch the run really has: at most the whole training set
         precision = choose_precision(device, config.precision, model, min(batch_size, len(data.train_labels)),
                                      config.channels_last)
-    train_batches, test_batches = make_batches(data, batch_size, device, config.augmentation(),
-                                               config.seed, config.on_device_data)
+    train_batches, test_batches = make_batches(data, batch_size, device, config.augmentation(), config.seed,
+                                               config.on_device_data, hole_epochs=config.hole_epochs)
     optimizer = make_optimizer(model, config)
     return Trainer(model, optimizer, make_criterion(config), precision,
                    precision.grad_scaler(),

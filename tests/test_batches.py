@@ -45,3 +45,28 @@ def test_device_batches_build_no_constant_tensors_per_batch(monkeypatch, padding
         monkeypatch.setattr(torch, name, lambda *a, _f=original, _n=name, **k: made.append(_n) or _f(*a, **k))
     batches = list(train) + list(test)
     assert len(batches) == 4 and made == []
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["loader", "on-device"])
+def test_hole_only_in_the_first_hole_epochs(on_device):
+    """White images, reflected padding: a pixel of the fill colour can come only from the CutOut hole, which every
+    image gets up to epoch `hole_epochs` and none gets after it."""
+    data = synthetic_cifar10(64, 8)
+    data.train_images[:] = 255
+    train, _ = make_batches(data, 32, "cpu", Augmentation(cutout_p=1.0, padding="reflect"), seed=1,
+                            on_device=on_device, num_workers=0, hole_epochs=2)
+    white = (1 - torch.tensor(data.mean)) / torch.tensor(data.std)
+
+    def images_with_hole(epoch):
+        train.set_epoch(epoch)
+        x = torch.cat([x for x, _ in train])
+        return int((~torch.isclose(x, white.view(1, 3, 1, 1), atol=1e-3)).flatten(1).any(1).sum())
+
+    assert [images_with_hole(e) for e in (1, 2, 3, 4, 2)] == [64, 64, 0, 0, 64]
+
+
+def test_config_says_how_many_epochs_have_the_hole():
+    from PyTorch_Vision.config import TrainConfig
+    assert TrainConfig(epochs=20).hole_epochs == 20
+    assert TrainConfig(epochs=20, cutout_off_epochs=4).hole_epochs == 16
+    assert TrainConfig(epochs=3, cutout_off_epochs=4).hole_epochs == 0
