@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--end-lr", type=_checked(positive_float), default=10.0)
     r = sub.add_parser("results", help="print a run's history.json as Markdown: headline figures, per-epoch table")
     r.add_argument("history", help="a history.json written by train or by the notebook")
+    r.add_argument("--headline", action="store_true", help="the headline figures only, not the per-epoch table")
     return parser
 
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "lr-find":
             find_lr(args)
         elif args.command == "results":
-            print(results_markdown(History.load(args.history)))
+            print(results_markdown(History.load(args.history), epochs=not args.headline))
     except (DataError, CheckpointError, FloatingPointError, ValueError, OutputError) as e:
         print(f"error: {e.strerror if isinstance(e, OutputError) else e}", file=sys.stderr)
         return 1

@@ -80,6 +80,8 @@ class History:
                 ("total training time", f"{total / 60:.1f} min")]
 
 
-def results_markdown(history: History) -> str:
-    """A run's results as Markdown: the headline figures, then one row per epoch (the README's results section)."""
-    return markdown_table(("", ""), history.headline()) + "\n\n" + history.table()
+def results_markdown(history: History, epochs: bool = True) -> str:
+    """A run's results as Markdown: the headline figures (the README's results section), then, with `epochs`, one
+    row per epoch (docs/RUN.md's)."""
+    headline = markdown_table(("", ""), history.headline())
+    return headline + "\n\n" + history.table() if epochs else headline

@@ -118,6 +118,9 @@ def test_results_prints_a_history_as_markdown(tmp_path, capsys):
     assert main(["results", str(tmp_path / "history.json")]) == 0
     out = capsys.readouterr().out
     assert out.strip() == results_markdown(h) and "**25.00%**" in out and "| 1 | 2.0000 | 20.00 |" in out
+    assert main(["results", str(tmp_path / "history.json"), "--headline"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == results_markdown(h, epochs=False) and "**25.00%**" in out and "| 1 | 2.0000" not in out
     assert main(["results", str(tmp_path / "absent.json")]) == 1
     assert "no history at" in capsys.readouterr().err
 

@@ -1,23 +1,32 @@
-"""The README's results section must be the committed run's plots/history.json, as `results` prints it."""
+"""The results the README and docs/RUN.md show must be the committed run's plots/history.json, as `results` prints
+it: the headline figures in the README, every epoch in docs/RUN.md."""
 from pathlib import Path
+
+import pytest
 
 from PyTorch_Vision.history import History, results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
-START = "<!-- results: python -m PyTorch_Vision results plots/history.json -->"
+COMMAND = "python -m PyTorch_Vision results plots/history.json"
 END = "<!-- /results -->"
 FIGURES = ("loss_accuracy.png", "misclassified.png", "misclassified_gradcam.png")
 
 
-def test_readme_results_are_the_committed_history():
-    readme = (ROOT / "README.md").read_text()
+@pytest.mark.parametrize("page,option,epochs", [("README.md", " --headline", False), ("docs/RUN.md", "", True)])
+def test_results_are_the_committed_history(page, option, epochs):
+    text = (ROOT / page).read_text()
+    start = f"<!-- results: {COMMAND}{option} -->"
     history = ROOT / "plots" / "history.json"
     if not history.exists():
-        assert START not in readme, "the README shows results but plots/history.json is not committed"
+        assert start not in text, f"{page} shows results but plots/history.json is not committed"
         return
-    assert START in readme and END in readme, f"the README needs a results section between {START} and {END}"
-    section = readme[readme.index(START) + len(START):readme.index(END)].strip()
-    assert section == results_markdown(History.load(history)), \
-        "README results differ from plots/history.json: paste `python -m PyTorch_Vision results plots/history.json`"
+    assert start in text and END in text, f"{page} needs a results section between {start} and {END}"
+    section = text[text.index(start) + len(start):text.index(END)].strip()
+    assert section == results_markdown(History.load(history), epochs), \
+        f"{page}'s results differ from plots/history.json: paste `{COMMAND}{option}`"
+
+
+def test_readme_shows_the_committed_figures():
+    readme = (ROOT / "README.md").read_text()
     for name in FIGURES:
         assert (ROOT / "plots" / name).stat().st_size > 0 and f"plots/{name}" in readme, name
