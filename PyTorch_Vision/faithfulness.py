@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .evaluation import eval_mode
-from .gradcam import BaseCAM, GradCAM
+from .gradcam import BaseCAM, GradCAM, LayerOutput
+from .precision import FP32, Precision
 from .utils import markdown_table
 
 FILLS = ("mean", "blur")
@@ -59,35 +60,56 @@ def impute(images: torch.Tensor, keep: torch.Tensor, fill: str = "mean", size: i
     return images * keep + filled * (1 - keep)
 
 
+def cam_order(cams: torch.Tensor) -> torch.Tensor:
+    """(N,H,W) heatmaps -> (N,H*W) pixel indices, the hottest first (ties in pixel order)."""
+    return cams.flatten(1).argsort(dim=1, descending=True, stable=True)
+
+
+def random_order(n: int, pixels: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N,pixels) a random permutation of the pixel indices per image, drawn on the CPU from `generator`."""
+    return torch.stack([torch.randperm(pixels, generator=generator) for _ in range(n)])
+
+
 @torch.no_grad()
+def erasure_curve(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, order: torch.Tensor,
+                  steps: int = 20, fill: str = "mean", precision: Precision = FP32,
+                  batch_size: int = 256) -> torch.Tensor:
+    """(N,steps+1) softmax probability of `classes` (N,) for `images` (N,C,H,W) normalized after erasing the
+    shares 0, 1/steps, ..., 1 of their pixels in `order` (N,H*W), forward passes in `precision`, in eval mode
+    (the model's mode is restored)."""
+    n, _, h, w = images.shape
+    device = next(model.parameters()).device
+    images, classes, order = images.to(device).float(), classes.to(device).long(), order.to(device)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=device).expand(n, -1))
+    probs = torch.empty(n, steps + 1)
+    with eval_mode(model):
+        for j in range(steps + 1):
+            keep = (rank >= round(j / steps * h * w)).view(n, 1, h, w)  # the first round(share*HW) in order go
+            erased = impute(images, keep, fill)
+            for i in range(0, n, batch_size):
+                with precision.autocast():
+                    logits = model(erased[i:i + batch_size])
+                p = logits.float().softmax(1)
+                probs[i:i + batch_size, j] = p.gather(1, classes[i:i + batch_size, None])[:, 0].cpu()
+    return probs
+
+
 def deletion_curves(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, cams: torch.Tensor,
                     steps: int = 20, fill: str = "mean", generator: torch.Generator | None = None,
-                    batch_size: int = 256) -> DeletionCurves:
+                    batch_size: int = 256, precision: Precision = FP32,
+                    random: torch.Tensor | None = None) -> DeletionCurves:
     """Deletion curves of `cams` (N,H,W) for `images` (N,C,H,W) normalized and `classes` (N,), at steps + 1
-    erased shares 0, 1/steps, ..., 1, in eval mode (the model's mode is restored). Random order: one random
-    permutation of the pixels per image, drawn from `generator`."""
+    erased shares 0, 1/steps, ..., 1. Random order: one random permutation of the pixels per image, drawn from
+    `generator`, unless `random` (N,steps+1) gives that curve already (it is the same for every heatmap)."""
     n, _, h, w = images.shape
     if cams.shape != (n, h, w) or classes.shape != (n,):
         raise ValueError(f"need cams (N,H,W) and classes (N,) for images {tuple(images.shape)}, got "
                          f"{tuple(cams.shape)} and {tuple(classes.shape)}")
-    device = next(model.parameters()).device
-    images, classes = images.to(device).float(), classes.to(device).long()
-    fractions = torch.linspace(0, 1, steps + 1)
-    by_cam = cams.to(device).flatten(1).argsort(dim=1, descending=True, stable=True)
-    by_chance = torch.stack([torch.randperm(h * w, generator=generator) for _ in range(n)]).to(device)
-    with eval_mode(model):
-        curves = []
-        for order in (by_cam, by_chance):
-            rank = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=device).expand(n, -1))
-            probs = torch.empty(n, steps + 1)
-            for j, share in enumerate(fractions.tolist()):
-                keep = (rank >= round(share * h * w)).view(n, 1, h, w)  # the first round(share*HW) in order go
-                erased = impute(images, keep, fill)
-                for i in range(0, n, batch_size):
-                    p = model(erased[i:i + batch_size]).float().softmax(1)
-                    probs[i:i + batch_size, j] = p.gather(1, classes[i:i + batch_size, None])[:, 0].cpu()
-            curves.append(probs)
-    return DeletionCurves(fractions, *curves)
+    if random is None:
+        random = erasure_curve(model, images, classes, random_order(n, h * w, generator), steps, fill, precision,
+                               batch_size)
+    cam = erasure_curve(model, images, classes, cam_order(cams), steps, fill, precision, batch_size)
+    return DeletionCurves(torch.linspace(0, 1, steps + 1), cam, random)
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
@@ -130,10 +152,13 @@ def reinitialised(model: nn.Module, seed: int = 12345) -> nn.Module:
 
 
 def randomisation_check(model: nn.Module, layer: str, images: torch.Tensor, classes: torch.Tensor,
-                        cam_class: type[BaseCAM] = GradCAM, seed: int = 12345) -> torch.Tensor:
+                        cam_class: type[BaseCAM] = GradCAM, seed: int = 12345,
+                        trained: torch.Tensor | None = None) -> torch.Tensor:
     """(N,) Spearman correlation, image by image, between the CAM of `model` at `layer` (a submodule name such as
-    "layer4.1") and the CAM of its re-initialised copy, for `classes` (N,). High: the heatmap ignores training."""
-    trained = cam_class(model, model.get_submodule(layer))(images, classes)
+    "layer4.1") and the CAM of its re-initialised copy, for `classes` (N,); `trained` (N,H,W) is the model's CAM
+    where it was computed already. High: the heatmap ignores training."""
+    if trained is None:
+        trained = cam_class(model, model.get_submodule(layer))(images, classes)
     fresh = reinitialised(model, seed).to(next(model.parameters()).device)
     return rank_correlation(trained, cam_class(fresh, fresh.get_submodule(layer))(images, classes))
 
@@ -152,29 +177,48 @@ class LayerFaithfulness:
     randomised_correlation: float
 
 
-def measure_layers(model: nn.Module, images: torch.Tensor, layers: tuple[str, ...] = ("layer4.1", "layer3.1",
-                   "layer2.1"), steps: int = 20, fill: str = "mean", seed: int = 0) -> list[LayerFaithfulness]:
-    """GradCAM faithfulness at each of `layers` for `images` (N,3,H,W) normalized, explaining the class the model
-    predicts; the same random erasing order and the same random heatmaps for every layer."""
+LAYERS = ("layer4.1", "layer3.1", "layer2.1")
+
+
+def measure_fills(model: nn.Module, images: torch.Tensor, layers: tuple[str, ...] = LAYERS, steps: int = 20,
+                  fills: tuple[str, ...] = FILLS, seed: int = 0,
+                  precision: Precision = FP32) -> dict[str, list[LayerFaithfulness]]:
+    """{fill: GradCAM faithfulness at each of `layers`} for `images` (N,3,H,W) normalized, explaining the class
+    the model predicts. Each layer's heatmaps and randomisation check are computed once for all fills; under each
+    fill the random-order curve once for all layers and the random heatmaps (the control). The erasure's forward
+    passes run in `precision` (the training's, where it is bf16: the checks' cost is almost all theirs)."""
     device = next(model.parameters()).device
+    images = images.to(device).float()
+    n, _, h, w = images.shape
     with eval_mode(model), torch.no_grad():
-        predicted = model(images.to(device).float()).argmax(1).cpu()
-    noise = torch.rand(images.shape[0], *images.shape[-2:], generator=torch.Generator().manual_seed(seed + 1))
-    control = deletion_curves(model, images, predicted, noise, steps, fill, torch.Generator().manual_seed(seed))
-    results = []
+        predicted = model(images).argmax(1)
+    maps = {}
     for layer in layers:
         target = model.get_submodule(layer)
-        sizes = []
-        handle = target.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1]))
+        with eval_mode(model), torch.no_grad(), LayerOutput(target) as out:
+            model(images[:1])
         cams = GradCAM(model, target)(images, predicted)
-        handle.remove()
-        curves = deletion_curves(model, images, predicted, cams, steps, fill, torch.Generator().manual_seed(seed))
-        correlations = randomisation_check(model, layer, images, predicted)
+        correlations = randomisation_check(model, layer, images, predicted, trained=cams)
         defined = correlations[~correlations.isnan()]  # a constant heatmap has no ranking
-        results.append(LayerFaithfulness(
-            layer, sizes[0], curves, curves.deletion_gap.mean().item(), control.deletion_gap.mean().item(),
-            defined.median().item() if len(defined) else float("nan")))
-    return results
+        maps[layer] = (cams, out.output.shape[-1], defined.median().item() if len(defined) else float("nan"))
+    noise = torch.rand(n, h, w, generator=torch.Generator().manual_seed(seed + 1))
+    checks = {}
+    for fill in fills:
+        random = erasure_curve(model, images, predicted, random_order(n, h * w, torch.Generator().manual_seed(seed)),
+                               steps, fill, precision)
+        control = deletion_curves(model, images, predicted, noise, steps, fill, precision=precision, random=random)
+        checks[fill] = []
+        for layer, (cams, size, correlation) in maps.items():
+            curves = deletion_curves(model, images, predicted, cams, steps, fill, precision=precision, random=random)
+            checks[fill].append(LayerFaithfulness(layer, size, curves, curves.deletion_gap.mean().item(),
+                                                  control.deletion_gap.mean().item(), correlation))
+    return checks
+
+
+def measure_layers(model: nn.Module, images: torch.Tensor, layers: tuple[str, ...] = LAYERS, steps: int = 20,
+                   fill: str = "mean", seed: int = 0, precision: Precision = FP32) -> list[LayerFaithfulness]:
+    """measure_fills under one fill: the same random erasing order and random heatmaps for every layer."""
+    return measure_fills(model, images, layers, steps, (fill,), seed, precision)[fill]
 
 
 def faithfulness_markdown(results: list[LayerFaithfulness]) -> str:
