@@ -1,10 +1,9 @@
 """Checkpoints: written atomically, read safely (weights only), and refused with a message that says what to do
-when they are missing, corrupt, or from another run."""
+when they are missing or corrupt."""
 from __future__ import annotations
 
 import io
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -36,17 +35,3 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt or "history" not in ckpt:
         raise CheckpointError(f"{path} is not a checkpoint of this package; start a new run in another --out")
     return ckpt
-
-
-def check_resumable(ckpt: dict, config, fingerprint: dict, path: str | os.PathLike,
-                    ignore: tuple[str, ...] = ("compile",)) -> None:
-    """Refuse to resume `ckpt` with a different config (a dataclass; keys in `ignore` may differ) or data
-    (`fingerprint`, e.g. CIFAR10Data.fingerprint())."""
-    saved = ckpt.get("config", {})
-    differ = [f"{k}: checkpoint {saved[k]!r} vs now {v!r}" for k, v in asdict(config).items()
-              if k in saved and k not in ignore and saved[k] != v]
-    if ckpt.get("data") != fingerprint:
-        differ.append(f"data: checkpoint {ckpt.get('data')} vs now {fingerprint}")
-    if differ:
-        raise CheckpointError(f"checkpoint {path} is from a different run ({'; '.join(differ)}); "
-                              "resume with the same settings and data, or start a new run in another --out")

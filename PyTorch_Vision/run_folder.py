@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .files import atomic_write
 from .history import History
 from .precision import Precision
@@ -54,6 +54,20 @@ def recorded_precision(run: dict | None, device: torch.device | str, config) -> 
     return Precision(last["precision"], device.type, tuple(last.get("precision_rates", {}).items()))
 
 
+def check_resumable(ckpt: dict, config, fingerprint: dict, path: str | os.PathLike,
+                    ignore: tuple[str, ...] = ("compile",)) -> None:
+    """Refuse to resume `ckpt` with a different config (a dataclass; keys in `ignore` may differ) or data
+    (`fingerprint`, e.g. CIFAR10Data.fingerprint())."""
+    saved = ckpt.get("config", {})
+    differ = [f"{k}: checkpoint {saved[k]!r} vs now {v!r}" for k, v in asdict(config).items()
+              if k in saved and k not in ignore and saved[k] != v]
+    if ckpt.get("data") != fingerprint:
+        differ.append(f"data: checkpoint {ckpt.get('data')} vs now {fingerprint}")
+    if differ:
+        raise CheckpointError(f"checkpoint {path} is from a different run ({'; '.join(differ)}); "
+                              "resume with the same settings and data, or start a new run in another --out")
+
+
 class RunFolder:
     """Where a run keeps checkpoint.pt and history.json (out_dir None: nowhere). Refuses, before any work, a
     folder that cannot take the run: a file, another run's folder (unless resuming), nothing to resume."""
@@ -83,15 +97,15 @@ class RunFolder:
               ) -> tuple[History, EpochTally | None]:
         """The run's History and, if it stopped mid-epoch, its tally: restored into `trainer` (train.Trainer) from
         the checkpoint when resuming, once shown to be this run's; else a new History recording the settings, the
-        data and the LR's peak. Appends where this stretch of the run trains (machine and `precision`, from which
-        epoch; none for a finished run) and checks the folder can be written."""
+        data and the LR's warm-up and peak. Appends where this stretch of the run trains (machine and `precision`,
+        from which epoch; none for a finished run) and checks the folder can be written."""
         self.config, self.fingerprint = config, data.fingerprint()
         partial = None
         machine = machine_record(next(trainer.model.parameters()).device, precision)
         if self.saved is None:
-            peak = warmup_and_peak(config, config.epochs * batches_per_epoch)[1]
+            warmup, peak = warmup_and_peak(config, config.epochs * batches_per_epoch)
             history = History(run={"config": asdict(config), "data": data.source, **self.fingerprint,
-                                   "peak_lr": peak, **machine})
+                                   "peak_lr": peak, "warmup_steps": warmup, **machine})
         else:
             check_resumable(self.saved, config, self.fingerprint, self.path)
             trainer.load_state_dict(self.saved, self.path)

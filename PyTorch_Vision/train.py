@@ -27,7 +27,7 @@ from .evaluation import Predictions, predict, train_mode
 from .history import History
 from .precision import FP32, Precision, choose_precision
 from .run_folder import CHECKPOINT_SECONDS, EpochTally, RunFolder, recorded_precision
-from .schedule import make_scheduler, warmup_and_peak
+from .schedule import make_scheduler
 from .utils import default_device
 
 CHECK_EVERY = 16  # training batches between two looks at the running loss (each look waits for the device)
@@ -270,13 +270,13 @@ def train_one_epoch(t: Trainer, tally: EpochTally, log: EpochLog, save_due=lambd
     return p
 
 
-def evaluate(model: nn.Module, t: Trainer, config: TrainConfig, epoch: int) -> Predictions:
-    """An epoch's test figures (Predictions without images): BatchNorm statistics first recomputed over this
-    epoch's augmented batches, from the first, when `config.bn_stats_images` asks for it."""
-    if config.bn_stats_images:
+def evaluate(model: nn.Module, t: Trainer, epoch: int, bn_stats_images: int = 0) -> Predictions:
+    """An epoch's test figures (Predictions without images): BatchNorm statistics first recomputed over the first
+    `bn_stats_images` of this epoch's augmented batches, where that is not 0."""
+    if bn_stats_images:
         t.train_batches.set_epoch(epoch)
-        recompute_batchnorm(model, t.train_batches, config.bn_stats_images, t.precision, config.channels_last)
-    return predict(model, t.test_batches, t.precision, config.channels_last, t.criterion, keep_images=False)
+        recompute_batchnorm(model, t.train_batches, bn_stats_images, t.precision, t.channels_last)
+    return predict(model, t.test_batches, t.precision, t.channels_last, t.criterion, keep_images=False)
 
 
 def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(),
@@ -306,7 +306,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
             if done.batches < len(t.train_batches):  # interrupted: keep this batch's state, then stop
                 raise folder.stopped(t, history, done, len(t.train_batches))
             evaluated = time.perf_counter()
-            test = evaluate(t.evaluated, t, config, epoch)
+            test = evaluate(t.evaluated, t, epoch, config.bn_stats_images)
             history.append(epoch=epoch, train_loss=done.loss_sum / done.seen, train_acc=100 * done.correct / done.seen,
                            test_loss=test.loss, test_acc=test.accuracy, lr=done.lr, skipped_steps=done.skipped,
                            epoch_seconds=done.seconds + time.perf_counter() - evaluated)
@@ -321,10 +321,10 @@ def _announce(log: EpochLog, t: Trainer, config: TrainConfig, history: History, 
               folder: RunFolder) -> None:
     """The lines a run starts with: a short run's lower peak; a resumed run's earlier epochs and where it goes on;
     then, unless it is finished, where and in which precision it trains."""
-    warmup, peak = warmup_and_peak(config, config.epochs * len(t.train_batches))
-    if peak < config.max_lr and folder.saved is None:
-        log.write(f"short run: a warm-up of {warmup:.1f} batches, under min_warmup_steps={config.min_warmup_steps}, "
-                  f"so the LR peaks at {peak:.3g} instead of max_lr {config.max_lr}")
+    if folder.saved is None and history.run["peak_lr"] < config.max_lr:
+        log.write(f"short run: a warm-up of {history.run['warmup_steps']:.1f} batches, under min_warmup_steps="
+                  f"{config.min_warmup_steps}, so the LR peaks at {history.run['peak_lr']:.3g} instead of max_lr "
+                  f"{config.max_lr}")
     if folder.saved is not None:
         for i in range(len(history)):  # so that a resumed run's output still has every epoch's line
             log.epoch(history, i)
