@@ -141,6 +141,20 @@ def evaluation_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
                          False, device, 0, num_workers)
 
 
+def training_set_batches(data: CIFAR10Data, batch_size: int, device: torch.device, hole: bool = False,
+                         seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The training images in order, normalized, with no augmentation or (`hole`) with one CutOut hole on each,
+    placed by a generator of `seed`: what the model is asked to fit, to measure how well it does."""
+    device = torch.device(device)
+    transforms = BatchTransforms(data.mean, data.std, device, size=data.train_images.shape[1:3])
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for i in range(0, len(data.train_labels), batch_size):
+        x = torch.from_numpy(data.train_images[i:i + batch_size]).to(device).permute(0, 3, 1, 2)
+        if hole:
+            x = transforms.cutout(x, generator=generator)
+        yield transforms.normalize(x), torch.from_numpy(data.train_labels[i:i + batch_size]).to(device)
+
+
 def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
                  augmentation: Augmentation = Augmentation(), seed: int = 0, on_device: bool | None = None,
                  num_workers: int | None = None, hole_epochs: int | None = None):

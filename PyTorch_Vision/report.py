@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .config import TrainConfig
-from .batches import evaluation_batches
+from .batches import evaluation_batches, training_set_batches
 from .data import CIFAR10Data
 from .evaluation import Predictions, misclassified, predict
 from .faithfulness import deletion_curves
@@ -28,11 +28,15 @@ from .utils import code_version, default_device, denormalize, device_name, markd
 class Report:
     """A run's figures and headline table. `predictions` are the final model's on the test set, evaluated as
     training evaluated every epoch (so its accuracy is the history's last); `flip_tta` and `flip_shift_tta` add
-    test-time augmentation (evaluation.tta_views); `wrong` indexes the misclassified images shown."""
+    test-time augmentation (evaluation.tta_views); `train_plain` and `train_hole` are its accuracies (%) on the
+    training images unaugmented and with the CutOut hole on each (does it fit what it was trained on?); `wrong`
+    indexes the misclassified images shown."""
 
     predictions: Predictions
     flip_tta: Predictions
     flip_shift_tta: Predictions
+    train_plain: float
+    train_hole: float
     wrong: torch.Tensor
     curves: Figure
     misclassified: Figure
@@ -65,10 +69,13 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
     preds = predict(model, tests, precision, config.channels_last, criterion)
     flip_tta, flip_shift_tta = (predict(model, tests, precision, config.channels_last, criterion, tta=tta,
                                         keep_images=False) for tta in ("flip", "flip-shift"))
+    train_plain, train_hole = (predict(model, training_set_batches(data, config.batch_size, device, hole, config.seed),
+                                       precision, config.channels_last, criterion, keep_images=False).accuracy
+                               for hole in (False, True))
     wrong = misclassified(preds, n_wrong)
     shown = denormalize(preds.images[wrong], data.mean, data.std)
     return Report(
-        preds, flip_tta, flip_shift_tta, wrong,
+        preds, flip_tta, flip_shift_tta, train_plain, train_hole, wrong,
         curves=plot_history(history, path("loss_accuracy.png")),
         misclassified=plot_misclassified(shown, preds.labels[wrong], preds.predicted[wrong], preds.confidence[wrong],
                                          data.classes, path=path("misclassified.png")),
@@ -78,6 +85,8 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
         headline=history.headline() + [
             ("final model with flip test-time augmentation", f"{flip_tta.accuracy:.2f}%"),
             ("final model with flip + 1-px shift test-time augmentation", f"{flip_shift_tta.accuracy:.2f}%"),
+            ("final model on the training images, unaugmented / with the hole on each",
+             f"{train_plain:.2f}% / {train_hole:.2f}%"),
             ("device, precision", f"{device_name(device)}, {precision}"),
             ("data", f"{data.source} ({len(data.train_labels):,} train / {len(data.test_labels):,} test)"),
             ("seed, batch size, max LR", f"{config.seed}, {config.batch_size}, {config.max_lr}" + (

@@ -70,3 +70,20 @@ def test_config_says_how_many_epochs_have_the_hole():
     assert TrainConfig(epochs=20).hole_epochs == 20
     assert TrainConfig(epochs=20, cutout_off_epochs=4).hole_epochs == 16
     assert TrainConfig(epochs=3, cutout_off_epochs=4).hole_epochs == 0
+
+
+def test_training_set_batches_are_the_training_images_in_order_plain_or_with_one_hole_each():
+    from PyTorch_Vision.batches import training_set_batches
+    from PyTorch_Vision.transforms import HOLE, batch_normalize
+
+    data = synthetic_cifar10(70, 8)
+    images = torch.from_numpy(data.train_images).permute(0, 3, 1, 2)
+    plain = list(training_set_batches(data, 32, "cpu"))
+    assert [len(y) for _, y in plain] == [32, 32, 6]
+    torch.testing.assert_close(torch.cat([x for x, _ in plain]), batch_normalize(images, data.mean, data.std))
+    assert torch.equal(torch.cat([y for _, y in plain]), torch.from_numpy(data.train_labels))
+    holed = torch.cat([x for x, _ in training_set_batches(data, 32, "cpu", hole=True, seed=5)])
+    changed = ~torch.isclose(holed, torch.cat([x for x, _ in plain])).all(1)  # (N,H,W) pixels the hole replaced
+    assert (changed.flatten(1).sum(1) <= HOLE * HOLE).all() and (changed.flatten(1).sum(1) > HOLE * HOLE / 2).all()
+    again = torch.cat([x for x, _ in training_set_batches(data, 32, "cpu", hole=True, seed=5)])
+    assert torch.equal(holed, again), "the same seed, the same holes"

@@ -98,6 +98,14 @@ def test_the_report_and_the_history_give_one_accuracy_for_one_model(tiny_data, t
                                                           "misclassified.png", "misclassified_gradcam.png"]
     assert len(report.wrong) == min(10, int((report.predictions.predicted != report.predictions.labels).sum()))
     assert "layer4.1" in report.gradcam._suptitle.get_text()
+    from PyTorch_Vision.transforms import batch_normalize
+    images = batch_normalize(torch.from_numpy(tiny_data.train_images).permute(0, 3, 1, 2), tiny_data.mean,
+                             tiny_data.std)
+    with torch.no_grad():
+        fitted = model.eval()(images).argmax(1) == torch.from_numpy(tiny_data.train_labels)
+    assert report.train_plain == pytest.approx(100 * fitted.float().mean().item(), abs=1e-4)
+    assert summary["final model on the training images, unaugmented / with the hole on each"] == \
+        f"{report.train_plain:.2f}% / {report.train_hole:.2f}%"
 
 
 def test_a_model_without_mistakes_gets_a_report_too(tiny_data, tmp_path):
