@@ -12,14 +12,14 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .files import OutputError, atomic_write
 from .config import TrainConfig
 from .data import DataError, load_cifar10
-from .display import DISPLAYS
 from .history import History, results_markdown
 from .lr_finder import lr_find
 from .models import ResNet18, layer_table
 from .plots import plot_lr_find
 from .precision import choose_precision
 from .report import make_report
-from .run_folder import CHECKPOINT_SECONDS, output_folder
+from .options import RunOptions
+from .run_folder import output_folder
 from .settings import positive_float, positive_int, switch
 from .train import fit
 from .utils import device_name, resolve_device, seed_everything
@@ -35,22 +35,32 @@ def _checked(parse):
     return check
 
 
-def add_settings(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field, with its help and parser: --batch-size for batch_size, --flip/--no-flip
-    for a switch."""
-    for f in fields(TrainConfig):
-        option, meta = "--" + f.name.replace("_", "-"), f.metadata
+def add_settings(parser: argparse.ArgumentParser, settings: type = TrainConfig, only: tuple[str, ...] = (),
+                 **defaults) -> None:
+    """One option per field of the settings dataclass (TrainConfig, RunOptions; `only` some of them), with its help
+    and parser: --batch-size for batch_size, --flip/--no-flip for a switch; `defaults` replace the fields' own."""
+    for f in fields(settings):
+        if only and f.name not in only:
+            continue
+        option, meta, default = "--" + f.name.replace("_", "-"), f.metadata, defaults.get(f.name, f.default)
         help = meta["help"].replace("%", "%%")  # argparse formats help with %
         if meta["parse"] is switch:
-            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=help + (" (default: on)" if f.default else " (default: off)"))
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default,
+                                help=help + (" (default: on)" if default else " (default: off)"))
         else:
             how = {"choices": meta["choices"]} if meta["choices"] else {"type": _checked(meta["parse"])}
-            parser.add_argument(option, default=f.default, help=help + " (default: %(default)s)", **how)
+            shown = "" if default is None else " (default: %(default)s)"
+            parser.add_argument(option, default=default, help=help + shown, **how)
+
+
+def settings_from_args(args: argparse.Namespace, settings: type = TrainConfig):
+    """The settings dataclass (TrainConfig, RunOptions) the parsed options say; fields without an option keep their
+    default."""
+    return settings(**{f.name: getattr(args, f.name) for f in fields(settings) if hasattr(args, f.name)})
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    return settings_from_args(args, TrainConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,22 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train ResNet18 on CIFAR-10 and draw every figure")
     f = sub.add_parser("lr-find", help="LR range test with the training recipe; writes lr_find.png/json")
-    for p, out in ((t, "runs/resnet18"), (f, "runs/lr_find")):
-        p.add_argument("--data-dir", default="data", help="CIFAR-10 folder: ImageFolder copy (train/, test/), "
-                       "cifar-10-batches-py, or where to download it (default: data)")
-        p.add_argument("--limit-train", type=_checked(positive_int), default=None,
-                       help="use a fixed subset of N train images")
-        p.add_argument("--out", default=out, help="folder for the outputs (default: %(default)s)")
-        p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    add_settings(t, RunOptions)
+    add_settings(f, RunOptions, ("data_dir", "limit_train", "out", "device"), out="runs/lr_find")
+    for p in (t, f):
         add_settings(p)
-    t.add_argument("--limit-test", type=_checked(positive_int), default=None,
-                   help="use a fixed subset of N test images")
-    t.add_argument("--resume", action="store_true", help="continue the run whose checkpoint.pt is in --out")
-    t.add_argument("--checkpoint-minutes", type=_checked(positive_float),
-                   default=CHECKPOINT_SECONDS / 60,
-                   help="also checkpoint within an epoch this often, so an interruption loses at most that much")
-    t.add_argument("--progress", choices=DISPLAYS, default=DISPLAYS[0],
-                   help="a bar and a line per epoch, the line only, or nothing (default: %(default)s)")
     f.add_argument("--steps", type=_checked(positive_int), default=100)
     f.add_argument("--start-lr", type=_checked(positive_float), default=1e-4)
     f.add_argument("--end-lr", type=_checked(positive_float), default=10.0)
@@ -84,10 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def find_lr(args: argparse.Namespace) -> None:
-    out = output_folder(args.out, resume=False)
+    options = settings_from_args(args, RunOptions)
+    out = output_folder(options.out, resume=False)
     config = config_from_args(args)
-    device = resolve_device(args.device)
-    data = load_cifar10(args.data_dir, limit_train=args.limit_train)
+    device = resolve_device(options.device)
+    data = load_cifar10(options.data_dir, limit_train=options.limit_train)
     seed_everything(config.seed)
     result = lr_find(ResNet18(num_classes=len(data.classes)), data, config, device, args.start_lr, args.end_lr,
                      args.steps)
@@ -101,20 +100,21 @@ def find_lr(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    out = output_folder(args.out, args.resume)  # refuses a file, or another run's folder, before loading data
-    if args.resume:
+    options = settings_from_args(args, RunOptions)
+    out = output_folder(options.out, options.resume)  # refuses a file, or another run's folder, before loading data
+    if options.resume:
         load_checkpoint(out / "checkpoint.pt")  # fail before loading data when there is nothing to resume
     config = config_from_args(args)
-    device = resolve_device(args.device)
+    device = resolve_device(options.device)
     choose_precision(device, config.precision)  # refuses bf16 on a GPU without it before loading data
-    data = load_cifar10(args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test)
+    data = load_cifar10(options.data_dir, limit_train=options.limit_train, limit_test=options.limit_test)
     print(f"data: {data.source}: {len(data.train_labels)} train / {len(data.test_labels)} test images")
     print(f"device: {device_name(device)}")
     seed_everything(config.seed)
     model = ResNet18(num_classes=len(data.classes))
     print(layer_table(model))
-    history = fit(model, data, config, device=device, out_dir=out, resume=args.resume, progress=args.progress,
-                  checkpoint_seconds=60 * args.checkpoint_minutes)
+    history = fit(model, data, config, device=device, out_dir=out, resume=options.resume, progress=options.progress,
+                  checkpoint_seconds=60 * options.checkpoint_minutes)
     report = make_report(model, data, history, config, device, out)
     print(report.headline_markdown())
     print(f"wrote {out}/")

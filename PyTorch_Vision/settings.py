@@ -88,6 +88,21 @@ def optional_switch(value) -> bool | None:
     return switch(value)
 
 
+def text(value) -> str:
+    """Text that says something: not empty, not only spaces."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty text, got {value!r}")
+    return value
+
+
+def optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
+    """`parse`, or None where no value is given (None, or empty text)."""
+    def parse_optional(value):
+        return None if value is None or isinstance(value, str) and not value.strip() else parse(value)
+    parse_optional.__name__ = parse.__name__
+    return parse_optional
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in choices:

@@ -125,6 +125,22 @@ def test_results_prints_a_history_as_markdown(tmp_path, capsys):
     assert "no history at" in capsys.readouterr().err
 
 
+def test_every_run_option_is_an_option_with_its_default_and_its_check():
+    from PyTorch_Vision.__main__ import build_parser, settings_from_args
+    from PyTorch_Vision.options import RunOptions
+
+    assert settings_from_args(build_parser().parse_args(["train"]), RunOptions) == RunOptions()
+    assert settings_from_args(build_parser().parse_args(["lr-find"]), RunOptions) == RunOptions(out="runs/lr_find")
+    given = settings_from_args(build_parser().parse_args(
+        ["train", "--data-dir", "d", "--out", "o", "--device", "cpu", "--limit-train", "5", "--limit-test", "3",
+         "--resume", "--checkpoint-minutes", "2.5", "--progress", "none"]), RunOptions)
+    assert given == RunOptions("d", "o", "cpu", 5, 3, True, 2.5, "none")
+    with pytest.raises(ValueError, match="limit_test must be a positive whole number, got 0"):
+        RunOptions(limit_test=0)
+    with pytest.raises(ValueError, match="progress must be one of bar, epoch, none, got 'loud'"):
+        RunOptions(progress="loud")
+
+
 def test_every_setting_is_an_option_with_the_configs_default():
     from dataclasses import fields
 

@@ -41,3 +41,16 @@ def test_a_bad_value_is_refused_naming_the_variable(monkeypatch, name, text, mes
     with pytest.raises(SettingError) as e:
         config_from_env(TrainConfig())
     assert message in str(e.value)
+
+
+def test_text_and_optional_values():
+    from PyTorch_Vision.settings import optional, positive_int, text
+
+    assert text("runs/a b") == "runs/a b"
+    for bad in ("", "  ", None, 3):
+        with pytest.raises(ValueError, match="must be a non-empty text"):
+            text(bad)
+    maybe = optional(positive_int)
+    assert [maybe(None), maybe(""), maybe("7"), maybe(7)] == [None, None, 7, 7]
+    with pytest.raises(ValueError, match="must be a positive whole number, got '0'"):
+        maybe("0")
