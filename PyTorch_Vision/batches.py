@@ -64,7 +64,8 @@ class LoaderBatches:
                  device: torch.device, seed: int = 0, num_workers: int | None = None,
                  plain_transform=None, hole_epochs: int | None = None):
         self.device, self.seed, self.train = device, seed, train
-        self.transforms, self.hole_epochs = (transform, plain_transform or transform), hole_epochs
+        self.transforms = (transform, transform if plain_transform is None else plain_transform)
+        self.hole_epochs = hole_epochs
         self.dataset = AugmentedDataset(images, labels, transform)
         self.generator = torch.Generator()
         workers = default_num_workers(device) if num_workers is None else num_workers
