@@ -1,6 +1,7 @@
 """The package's shape: modules and functions of a readable size, imports running one way, figures in plots.py, a short
-README."""
+README and short notebook prose."""
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "PyTorch_Vision"
 MAX_LINES, MAX_SHARE, README_LINES, README_WIDTH = 350, 0.30, 90, 120
 MAX_FUNCTION_LINES, FIT_LINES = 60, 40
+NOTEBOOK_PROSE_LINES = 6  # a markdown cell says what the next cell shows; detail lives in docs/
 
 
 def non_blank_lines(path: Path) -> int:
@@ -82,3 +84,13 @@ def test_readme_is_short_and_holds_the_two_commands():
     shell_lines = text.replace(" \\\n", " ").splitlines()  # a command continued with a backslash is one line
     commands = [" ".join(line.split()) for line in shell_lines if line.startswith("python3 -m venv .venv && ")]
     assert len(commands) == 2 and "PyTorch_Vision train" in commands[0] and "pytest --nbmake" in commands[1]
+
+
+def test_the_notebooks_markdown_cells_are_short():
+    cells = json.loads((ROOT / "S11_ResNet18.ipynb").read_text())["cells"]
+    prose = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    long = [text.splitlines()[0] for text in prose if sum(1 for line in text.splitlines() if line.strip())
+            > NOTEBOOK_PROSE_LINES]
+    assert not long, f"markdown cells over {NOTEBOOK_PROSE_LINES} lines (move detail to docs/): {long}"
+    wide = [line for text in prose for line in text.splitlines() if len(line) > README_WIDTH and "://" not in line]
+    assert not wide, f"notebook markdown lines over {README_WIDTH} characters: {wide}"
