@@ -8,7 +8,7 @@
 #       calibration (airbench94 x 10 seeds and airbench96 x 3 on the copy: benchmarks/calibration.py; ~4 min on an H100)
 #       faithfulness (GradCAM checks per layer on 1,000 test images of the notebook run: run after `notebook`)
 #       recipes1, recipes2 (the variants of benchmarks/recipe_sweep.txt, seeds 0-2 each, one run at a time:
-#                 the first four lines, then the other five; ~6 and ~8 min on an H100)
+#                 the first four lines, then the other six: 12 and 18 runs, not yet timed at batch 128)
 #       shortruns (the warm-up rule on short runs: 1 and 2 epochs of all the data, 3 epochs of 5,000 images; seeds 0
 #                 and 1; with the rule and without it (--min-warmup-steps 1), the two side by side; ~3 min)
 #       seeds    (seeds 1 and 2 through the CLI, one after the other)
@@ -83,7 +83,7 @@ shortruns() {
     wait
 }
 recipes1() { recipes 1 4; }
-recipes2() { recipes 5 9; }
+recipes2() { recipes 5 10; }
 lrfind() { python3 -m PyTorch_Vision lr-find --data-dir "$data" --out "$out/lr_find"; }
 bench() {
     python3 benchmarks/benchmark.py --steps 50 --warmup 5 --data-dir "$data"
