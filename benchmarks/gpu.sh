@@ -8,7 +8,9 @@
 #       calibration (airbench94 x 10 seeds and airbench96 x 3 on the copy: benchmarks/calibration.py; ~4 min on an H100)
 #       faithfulness (GradCAM checks per layer on 1,000 test images of the notebook run: run after `notebook`)
 #       recipes1, recipes2 (the variants of benchmarks/recipe_sweep.txt, seeds 0-2 each, one run at a time:
-#                 the first four lines, then the other six: 12 and 18 runs, not yet timed at batch 128)
+#                 the first four lines, then the other seven: 12 and 21 runs, not yet timed at batch 128)
+#       lines    (the recipe lines to settle the default, all at once: the lines of recipe_sweep.txt named in
+#                 $LINES, default "recipe hole_off_last4 ls0.2", seeds 0-2 each; final accuracy per seed and mean)
 #       shortruns (the warm-up rule on short runs: 1 and 2 epochs of all the data, 3 epochs of 5,000 images; seeds 0
 #                 and 1; with the rule and without it (--min-warmup-steps 1), the two side by side; ~3 min)
 #       seeds    (seeds 1 and 2 through the CLI, one after the other)
@@ -83,7 +85,32 @@ shortruns() {
     wait
 }
 recipes1() { recipes 1 4; }
-recipes2() { recipes 5 10; }
+recipes2() { recipes 5 11; }
+lines() {  # side by side on one GPU, so their times are shared, not reported
+    local names=${LINES:-recipe hole_off_last4 ls0.2} name
+    for name in $names; do  # every name checked before any run starts
+        grep -q "^$name\( \|$\)" benchmarks/recipe_sweep.txt \
+            || { echo "no line $name in benchmarks/recipe_sweep.txt"; return 1; }
+    done
+    for name in $names; do
+        args=$(awk -v n="$name" '$1 == n {$1 = ""; print}' benchmarks/recipe_sweep.txt)
+        for s in 0 1 2; do
+            python3 -m PyTorch_Vision train --data-dir "$data" --seed $s --out "$out/lines/${name}_seed$s" \
+                --progress epoch $args > "$out/lines_${name}_seed$s.log" 2>&1 < /dev/null &
+        done
+    done
+    wait
+    python3 - "$out/lines" <<'EOF'
+import json, statistics, sys
+from pathlib import Path
+finals = {}
+for run in sorted(Path(sys.argv[1]).glob("*_seed*/history.json")):
+    finals.setdefault(run.parent.name.rsplit("_seed", 1)[0], []).append(json.loads(run.read_text())["test_acc"][-1])
+for name, accs in finals.items():
+    spread = f", std {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+    print(f"{name}: {', '.join(f'{a:.2f}' for a in accs)} -> mean {statistics.mean(accs):.2f}{spread}")
+EOF
+}
 lrfind() { python3 -m PyTorch_Vision lr-find --data-dir "$data" --out "$out/lr_find"; }
 bench() {
     python3 benchmarks/benchmark.py --steps 50 --warmup 5 --data-dir "$data"
