@@ -133,7 +133,7 @@ def _on_device(device: torch.device, on_device: bool | None) -> bool:
 
 
 def evaluation_batches(data: CIFAR10Data, batch_size: int, device: torch.device, on_device: bool | None = None,
-                 num_workers: int | None = None):
+                       num_workers: int | None = None):
     """The test set's batch source, normalized, in order: the second half of `make_batches`."""
     device = torch.device(device)
     if _on_device(device, on_device):
@@ -160,10 +160,9 @@ def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device,
                  augmentation: Augmentation = Augmentation(), seed: int = 0, on_device: bool | None = None,
                  num_workers: int | None = None, hole_epochs: int | None = None):
     """(train, test) batch sources, training batches augmented by `augmentation` (without the CutOut hole in the
-    epochs after `hole_epochs`; None: in every epoch). `on_device` (default: on CUDA
-    and the CPU) holds the data on the device and augments whole batches there, with no worker processes to
-    compete with training for the CPU's cores; otherwise a DataLoader runs the albumentations pipelines (the
-    reference definition, also what MPS gets)."""
+    epochs after `hole_epochs`; None: in every epoch). `on_device` (default: on CUDA and the CPU) holds the data
+    on the device and augments whole batches there, with no worker processes to compete with training for the
+    CPU's cores; otherwise a DataLoader runs the albumentations pipelines (the reference definition; MPS)."""
     device = torch.device(device)
     test = evaluation_batches(data, batch_size, device, on_device, num_workers)
     if _on_device(device, on_device):
