@@ -53,14 +53,10 @@ def add_settings(parser: argparse.ArgumentParser, settings: type = TrainConfig, 
             parser.add_argument(option, default=default, help=help + shown, **how)
 
 
-def settings_from_args(args: argparse.Namespace, settings: type = TrainConfig):
+def settings_from_args(args: argparse.Namespace, settings: type):
     """The settings dataclass (TrainConfig, RunOptions) the parsed options say; fields without an option keep their
     default."""
     return settings(**{f.name: getattr(args, f.name) for f in fields(settings) if hasattr(args, f.name)})
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return settings_from_args(args, TrainConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def find_lr(args: argparse.Namespace) -> None:
     options = settings_from_args(args, RunOptions)
     out = output_folder(options.out, resume=False)
-    config = config_from_args(args)
+    config = settings_from_args(args, TrainConfig)
     device = resolve_device(options.device)
     data = load_cifar10(options.data_dir, limit_train=options.limit_train)
     seed_everything(config.seed)
@@ -104,7 +100,7 @@ def train(args: argparse.Namespace) -> None:
     out = output_folder(options.out, options.resume)  # refuses a file, or another run's folder, before loading data
     if options.resume:
         load_checkpoint(out / "checkpoint.pt")  # fail before loading data when there is nothing to resume
-    config = config_from_args(args)
+    config = settings_from_args(args, TrainConfig)
     device = resolve_device(options.device)
     choose_precision(device, config.precision)  # refuses bf16 on a GPU without it before loading data
     data = load_cifar10(options.data_dir, limit_train=options.limit_train, limit_test=options.limit_test)

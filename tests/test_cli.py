@@ -144,13 +144,13 @@ def test_every_run_option_is_an_option_with_its_default_and_its_check():
 def test_every_setting_is_an_option_with_the_configs_default():
     from dataclasses import fields
 
-    from PyTorch_Vision.__main__ import build_parser, config_from_args
+    from PyTorch_Vision.__main__ import build_parser, settings_from_args
     from PyTorch_Vision.config import TrainConfig
 
     for command in ("train", "lr-find"):
-        assert config_from_args(build_parser().parse_args([command])) == TrainConfig()
-    changed = config_from_args(build_parser().parse_args(
-        ["train"] + [f"--no-{f.name.replace('_', '-')}" for f in fields(TrainConfig) if f.default is True]))
+        assert settings_from_args(build_parser().parse_args([command]), TrainConfig) == TrainConfig()
+    switched_off = [f"--no-{f.name.replace('_', '-')}" for f in fields(TrainConfig) if f.default is True]
+    changed = settings_from_args(build_parser().parse_args(["train"] + switched_off), TrainConfig)
     assert [f.name for f in fields(TrainConfig) if getattr(changed, f.name) is False and f.default is True] == \
         ["flip", "cutout", "channels_last"]
 
@@ -158,11 +158,12 @@ def test_every_setting_is_an_option_with_the_configs_default():
 @pytest.mark.parametrize("listing", ["sweep.txt", "recipe_sweep.txt"])
 def test_every_line_of_the_benchmark_lists_is_a_valid_run(listing):
     """benchmarks/gpu.sh passes each line's options to `train`: a misspelt one would only fail on the GPU."""
-    from PyTorch_Vision.__main__ import build_parser, config_from_args
+    from PyTorch_Vision.__main__ import build_parser, settings_from_args
+    from PyTorch_Vision.config import TrainConfig
 
     lines = (Path(__file__).resolve().parents[1] / "benchmarks" / listing).read_text().splitlines()
     names = [line.split()[0] for line in lines]
     assert len(set(names)) == len(names) > 0
     for line in lines:
-        config = config_from_args(build_parser().parse_args(["train"] + line.split()[1:]))
+        config = settings_from_args(build_parser().parse_args(["train"] + line.split()[1:]), TrainConfig)
         assert config.epochs == 20, line
