@@ -8,7 +8,7 @@
 #       calibration (airbench94 x 10 seeds and airbench96 x 3 on the copy: benchmarks/calibration.py; ~4 min on an H100)
 #       faithfulness (GradCAM checks per layer on 1,000 test images of the notebook run: run after `notebook`)
 #       recipes1, recipes2 (the variants of benchmarks/recipe_sweep.txt, seeds 0-2 each, one run at a time:
-#                 the first four lines, then the rest (eight today): 12 and 24 runs, not yet timed at batch 128)
+#                 the first four lines, then the rest; not yet timed at batch 128)
 #       lines    (the recipe lines to settle the default, all at once: the lines of recipe_sweep.txt named in
 #                 $LINES, default "recipe hole_off_last4 ls0.2", seeds 0-2 each; final accuracy per seed and mean)
 #       shortruns (the warm-up rule on short runs: 1 and 2 epochs of all the data, 3 epochs of 5,000 images; seeds 0
