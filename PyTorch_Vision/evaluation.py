@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .precision import FP32, Precision
+from .utils import autocast
 
 
 @contextlib.contextmanager
@@ -76,9 +76,10 @@ def tta_views(x: torch.Tensor, tta: str = "none") -> list[tuple[torch.Tensor, fl
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches, precision: Precision = FP32, channels_last: bool = False,
+def predict(model: nn.Module, batches, precision: str = "fp32", channels_last: bool = False,
             criterion: nn.Module | None = None, tta: str = "none", keep_images: bool = True) -> Predictions:
-    """Run `model` in eval mode over `batches` of (x, y) under `precision`'s autocast; the mode is restored.
+    """Run `model` in eval mode over `batches` of (x, y) in `precision` ("bf16", "fp16", "fp32"); the mode is
+    restored.
 
     tta: "flip" or "flip-shift" average the softmax over the views of `tta_views` (test-time augmentation); the
     loss is always the plain images'.
@@ -91,7 +92,7 @@ def predict(model: nn.Module, batches, precision: Precision = FP32, channels_las
         for x, y in batches:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with precision.autocast():
+            with autocast(x.device, precision):
                 (_, own_weight), *others = tta_views(x, tta)
                 logits = model(x).float()
                 probs = own_weight * logits.softmax(1)

@@ -1,12 +1,19 @@
-"""The record of a run: per-epoch metrics (`History`), saved as history.json, and its tables in Markdown."""
+"""The record of a run: per-epoch metrics (`History`), saved as history.json, its tables in Markdown, and how
+training shows itself as it goes: a bar per epoch (a widget in a notebook that can show one), a line per epoch."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 
-from .files import atomic_write
-from .utils import markdown_table
+from tqdm import tqdm
+
+from .utils import atomic_write, markdown_table
+
+PROGRESS = ("bar", "epoch", "none")  # how training shows itself: a bar and a line per epoch, the line, nothing
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds")
 
@@ -77,7 +84,7 @@ class History:
         return [(f"final test accuracy (epoch {self.epoch[-1]})", f"**{self.test_acc[-1]:.2f}%**"),
                 ("best test accuracy", f"{self.test_acc[best]:.2f}% (epoch {self.epoch[best]})"),
                 ("mean time per epoch (train + test)", f"{total / len(self):.1f} s"),
-                ("total training time", f"{total / 60:.1f} min")]
+                ("training time, all epochs (summed across resumes)", f"{total / 60:.1f} min")]
 
 
 def results_markdown(history: History, epochs: bool = True) -> str:
@@ -85,3 +92,54 @@ def results_markdown(history: History, epochs: bool = True) -> str:
     row per epoch (docs/RUN.md's)."""
     headline = markdown_table(("", ""), history.headline())
     return headline + "\n\n" + history.table() if epochs else headline
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (Jupyter, Colab, nbclient), where output can hold widgets."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
+
+
+def progress_bar(total: int, desc: str):
+    """A tqdm bar that disappears when closed: a widget in a notebook whose kernel has ipywidgets, plain text
+    elsewhere (tqdm.auto would warn in red instead when a notebook lacks ipywidgets)."""
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm as notebook_tqdm
+        return notebook_tqdm(total=total, desc=desc, leave=False)
+    return tqdm(total=total, desc=desc, leave=False, file=sys.stdout, dynamic_ncols=True)
+
+
+def epoch_line(history, i: int, epochs: int) -> str:
+    """Epoch `i` of a History as one line: losses, accuracies, LR, seconds (and fp16 steps skipped, if any)."""
+    return (f"epoch {history.epoch[i]:2d}/{epochs}  train loss {history.train_loss[i]:.4f} "
+            f"acc {history.train_acc[i]:5.2f}%  test loss {history.test_loss[i]:.4f} acc {history.test_acc[i]:5.2f}%  "
+            f"lr {history.lr[i]:.4f}  {history.epoch_seconds[i]:.1f} s"
+            + (f"  ({history.skipped_steps[i]} fp16 steps skipped)" if history.skipped_steps[i] else ""))
+
+
+class EpochLog:
+    """fit's output, as `progress` asks: "bar" (a bar per epoch and a line per epoch), "epoch" (the line only) or
+    "none"."""
+
+    def __init__(self, progress: str, epochs: int):
+        if progress not in PROGRESS:
+            raise ValueError(f"progress must be one of {', '.join(PROGRESS)}, got {progress!r}")
+        self.display, self.epochs = progress, epochs
+
+    def write(self, text: str) -> None:
+        if self.display != "none":
+            tqdm.write(text, file=sys.stdout)
+
+    def epoch(self, history, i: int = -1) -> None:
+        self.write(epoch_line(history, i, self.epochs))
+
+    @contextlib.contextmanager
+    def bar(self, epoch: int, total: int):
+        """The epoch's bar (None without bars), closed when the block ends."""
+        bar = progress_bar(total, f"epoch {epoch}/{self.epochs}") if self.display == "bar" else None
+        try:
+            yield bar
+        finally:
+            if bar is not None:
+                bar.close()

@@ -1,8 +1,12 @@
 """What a finished run shows, made one way for the command line and the notebook: the loss and accuracy curves,
-the most confident mistakes, GradCAM on them, the confusion matrix and the headline figures."""
+the most confident mistakes, GradCAM on them, the confusion matrix and the headline figures; and, before a run,
+how long it would take on this machine."""
 from __future__ import annotations
 
+import copy
+import itertools
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,33 +15,32 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .config import TrainConfig
-from .batches import evaluation_batches, training_set_batches
-from .data import CIFAR10Data
+from .data import CIFAR10Data, evaluation_batches, training_set_batches
 from .evaluation import Predictions, misclassified, predict
 from .faithfulness import deletion_curves
 from .gradcam import GradCAM
 from .history import History
 from .plots import plot_confusion, plot_gradcam, plot_history, plot_misclassified
-from .precision import choose_precision
-from .run_folder import recorded_precision
-from .train import make_criterion
-from .utils import code_version, default_device, denormalize, device_name, markdown_table
+from .train import make_criterion, make_trainer, recorded_precision
+from .utils import choose_precision, code_version, default_device, denormalize, device_name, markdown_table, \
+    precision_text, wait_for
 
 
 @dataclass
 class Report:
     """A run's figures and headline table. `predictions` are the final model's on the test set, evaluated as
     training evaluated every epoch (so its accuracy is the history's last); `flip_tta` and `flip_shift_tta` add
-    test-time augmentation (evaluation.tta_views); `train_plain` and `train_hole` are its accuracies (%) on the
-    training images unaugmented and with the CutOut hole on each (does it fit what it was trained on?); `wrong`
-    indexes the misclassified images shown."""
+    test-time augmentation (evaluation.tta_views); `train_plain` and `train_cutout` are its accuracies (%) on the
+    training images unaugmented and with one CutOut square on each (does it fit what it was trained on?); `wrong`
+    indexes the misclassified images shown; `precision` is the one it was evaluated in."""
 
     predictions: Predictions
     flip_tta: Predictions
     flip_shift_tta: Predictions
     train_plain: float
-    train_hole: float
+    train_cutout: float
     wrong: torch.Tensor
+    precision: str
     curves: Figure
     misclassified: Figure
     gradcam: Figure
@@ -49,7 +52,7 @@ class Report:
 
     @property
     def summary(self) -> list[tuple[str, str]]:
-        """The notebook's name for `headline` until the notebook's next full run."""
+        """The committed notebook's name for `headline`; goes with its next run."""
         return self.headline
 
 
@@ -61,7 +64,7 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
     `cam_layer`: the GradCAM target, a submodule name of `model` ("layer4.1" is ResNet18's `layer4[-1]`);
     `cam_scores`: title each predicted-class heatmap with its deletion gap (faithfulness.py)."""
     device = torch.device(device) if device is not None else default_device()
-    precision = recorded_precision(history.run, device, config) or choose_precision(device, config.precision)
+    precision, _ = recorded_precision(history.run, device, config) or choose_precision(device, config.precision)
     out = Path(out_dir) if out_dir is not None else None
     path = (lambda name: out / name) if out is not None else (lambda name: None)
     tests = evaluation_batches(data, config.batch_size, device, config.on_device_data)
@@ -69,13 +72,13 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
     preds = predict(model, tests, precision, config.channels_last, criterion)
     flip_tta, flip_shift_tta = (predict(model, tests, precision, config.channels_last, criterion, tta=tta,
                                         keep_images=False) for tta in ("flip", "flip-shift"))
-    train_plain, train_hole = (predict(model, training_set_batches(data, config.batch_size, device, hole, config.seed),
-                                       precision, config.channels_last, criterion, keep_images=False).accuracy
-                               for hole in (False, True))
+    train_plain, train_cutout = (
+        predict(model, training_set_batches(data, config.batch_size, device, cutout, config.seed), precision,
+                config.channels_last, criterion, keep_images=False).accuracy for cutout in (False, True))
     wrong = misclassified(preds, n_wrong)
     shown = denormalize(preds.images[wrong], data.mean, data.std)
     return Report(
-        preds, flip_tta, flip_shift_tta, train_plain, train_hole, wrong,
+        preds, flip_tta, flip_shift_tta, train_plain, train_cutout, wrong, precision,
         curves=plot_history(history, path("loss_accuracy.png")),
         misclassified=plot_misclassified(shown, preds.labels[wrong], preds.predicted[wrong], preds.confidence[wrong],
                                          data.classes, path=path("misclassified.png")),
@@ -85,9 +88,9 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
         headline=history.headline() + [
             ("final model with flip test-time augmentation", f"{flip_tta.accuracy:.2f}%"),
             ("final model with flip + 1-px shift test-time augmentation", f"{flip_shift_tta.accuracy:.2f}%"),
-            ("final model on the training images, unaugmented / with the hole on each",
-             f"{train_plain:.2f}% / {train_hole:.2f}%"),
-            ("device, precision", f"{device_name(device)}, {precision}"),
+            ("final model on the training images, unaugmented / with one CutOut square on each",
+             f"{train_plain:.2f}% / {train_cutout:.2f}%"),
+            ("device, precision", f"{device_name(device)}, {precision_text(precision)}"),
             ("data", f"{data.source} ({len(data.train_labels):,} train / {len(data.test_labels):,} test)"),
             ("seed, batch size, max LR", f"{config.seed}, {config.batch_size}, {config.max_lr}" + (
                 f" (peaked at {peak:.3g}: a warm-up under {config.min_warmup_steps} batches)"
@@ -113,3 +116,93 @@ def gradcam_gallery(model: nn.Module, data: CIFAR10Data, predictions: Prediction
         scores = curves.deletion_gap.tolist()
     return plot_gradcam(cam, inputs, denormalize(inputs, data.mean, data.std), labels, predicted, data.classes,
                         layer + (f", deletion gaps with the {fill} fill" if fill else ""), path=path, scores=scores)
+
+
+def images_per_second(fn, batches, steps: int, warmup: int = 1,
+                      device: torch.device | str = "cpu") -> tuple[float, float]:
+    """(images/s over `steps` calls of fn(x, y) on `batches`, seconds spent in the `warmup` calls before them).
+    Warm-up calls take first-call costs (worker start-up, cuDNN autotuning, compilation) out of the rate."""
+    device = torch.device(device)
+    it = iter(batches)
+    start = time.perf_counter()
+    for x, y in itertools.islice(it, warmup):
+        fn(x, y)
+    wait_for(device)
+    warm = time.perf_counter() - start
+    start, n = time.perf_counter(), 0
+    for x, y in itertools.islice(it, steps):
+        fn(x, y)
+        n += len(y)
+    wait_for(device)
+    if n == 0:
+        raise ValueError(f"no batch left to time after {warmup} warm-up batches: give more images or fewer steps")
+    return n / (time.perf_counter() - start), warm
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """Measured training and evaluation speed, and what they make of a run of `epochs` over the data."""
+
+    train_images_per_s: float
+    eval_images_per_s: float
+    n_train: int
+    n_test: int
+    epochs: int
+    n_bn_stats: int = 0  # training images passed forward again for BatchNorm's statistics before each evaluation
+
+    @property
+    def epoch_seconds(self) -> float:
+        return self.n_train / self.train_images_per_s + (self.n_test + self.n_bn_stats) / self.eval_images_per_s
+
+    @property
+    def total_seconds(self) -> float:
+        return self.epochs * self.epoch_seconds
+
+    def __str__(self) -> str:
+        epochs = f"{self.epochs} epoch{'s' * (self.epochs != 1)}"
+        return (f"about {_duration(self.total_seconds)} for {epochs} ({_duration(self.epoch_seconds)} "
+                f"per epoch; measured here: {self.train_images_per_s:.0f} img/s training, "
+                f"{self.eval_images_per_s:.0f} img/s evaluating)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
+def estimate_run(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(),
+                 device: torch.device | str | None = None, batch_size: int = 32, steps: int = 2) -> RunEstimate:
+    """Time `steps` training and evaluation batches of `batch_size` images (after one untimed each) on a copy of
+    `model`, through the pipeline `fit` uses on `device`. The caller's model and the global RNG are untouched."""
+    if min(len(data.train_labels), len(data.test_labels)) < (steps + 1) * batch_size:
+        raise ValueError(f"timing {steps} + 1 batches of {batch_size} needs that many train and test images; "
+                         "pass a smaller batch_size")
+    device = torch.device(device) if device is not None else default_device()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        trial = copy.deepcopy(model)
+        t = make_trainer(trial, data, config, device, batch_size=batch_size)
+        t.train_batches.set_epoch(1)
+        trial.train()
+        train_rate, _ = images_per_second(t.step, t.train_batches, steps, 1, device)
+        eval_rate, _ = images_per_second(
+            lambda x, y: predict(trial, [(x, y)], t.precision, config.channels_last, t.criterion, keep_images=False),
+            t.test_batches, steps, 1, device)
+    return RunEstimate(train_rate, eval_rate, len(data.train_labels), len(data.test_labels), config.epochs,
+                       min(config.bn_stats_images, len(data.train_labels)))
+
+
+class GPUNeeded(RuntimeError):
+    """Training stopped before it began on a machine without a GPU; in a notebook it shows as its one message."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for how an exception is shown
+        return [str(self)]
+
+
+def stop_without_gpu(device: torch.device | str, estimate: RunEstimate, train_on_cpu: bool = False) -> None:
+    """Raise GPUNeeded on the CPU unless `train_on_cpu`: how long the run would take here, and what to do."""
+    if torch.device(device).type != "cpu" or train_on_cpu:
+        return
+    raise GPUNeeded(f"No GPU in this runtime: training here would take {estimate}. In Colab: Runtime > Change "
+                    "runtime type > T4 GPU, then Run all. To train on this CPU anyway, set TRAIN_ON_CPU = True in "
+                    "the configuration cell and run it again.")

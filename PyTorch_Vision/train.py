@@ -1,43 +1,36 @@
-"""Training: the step (SGD + Nesterov, mixed precision, channels_last), one epoch stepping the schedule of
-schedule.py every batch, the evaluation after it, and `fit`, which loops over epochs and keeps the run's folder
-(run_folder.py) so that an interrupted run resumes to the same result."""
+"""Training: SGD with Nesterov momentum on a OneCycle schedule stepped every batch, in mixed precision and
+channels_last (`Trainer.step`); one epoch of steps (`train_one_epoch`) and the evaluation after it; `fit`, the
+epoch loop, which checkpoints after every epoch so that a run resumed from its folder ends as an uninterrupted run
+would."""
 from __future__ import annotations
 
-import contextlib
 import copy
-import itertools
+import io
 import math
 import os
 import re
-import signal
-import threading
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError
 from .config import TrainConfig
-from .batches import make_batches
-from .data import CIFAR10Data
-from .display import EpochLog
+from .data import CIFAR10Data, make_batches
 from .evaluation import Predictions, predict, train_mode
-from .history import History
-from .precision import FP32, Precision, choose_precision
-from .run_folder import CHECKPOINT_SECONDS, EpochTally, RunFolder, recorded_precision
-from .schedule import make_scheduler
-from .utils import default_device
+from .history import EpochLog, History
+from .utils import atomic_write, autocast, choose_precision, default_device, device_name, precision_text
 
-CHECK_EVERY = 16  # training batches between two looks at the running loss (each look waits for the device)
+CHECK_EVERY = 16  # batches between two reads of the running sums (each read waits for the device)
+CHECKPOINT = "checkpoint.pt"
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum; weight decay on conv/linear weights only, not on BatchNorm or biases, unless
-    `config.weight_decay_all` puts it on every parameter."""
-    decay = [p for p in model.parameters() if p.ndim > 1 or config.weight_decay_all]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1 and not config.weight_decay_all]
+    """SGD with Nesterov momentum; weight decay on conv and linear weights, not on BatchNorm or biases."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.SGD(groups, lr=config.max_lr, momentum=config.max_momentum, nesterov=True)
 
@@ -47,83 +40,106 @@ def make_criterion(config: TrainConfig) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
 
-def recompute_batchnorm(model: nn.Module, batches, images: int, precision: Precision = FP32,
-                        channels_last: bool = False) -> None:
-    """Set `model`'s BatchNorm statistics to plain averages over the first `images` images of `batches`, with the
-    weights as they are now ("precise BN", Wu & Johnson 2021). BatchNorm's running averages also hold the
-    statistics of earlier weights, far off in a run of few batches. Training is unaffected: it normalizes by
-    each batch's own statistics. The model's train/eval mode and BatchNorm momentum are restored."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms or images <= 0:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches seen
-    seen = 0
-    with train_mode(model), torch.no_grad():
-        for x, _ in batches:
-            if seen >= images:
-                break
-            with precision.autocast():
-                model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
-            seen += len(x)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
+def warmup_and_peak(config: TrainConfig, total_steps: int) -> tuple[float, float]:
+    """The warm-up (in batches) and peak LR of a run of `total_steps` batches: max_lr, or lower in proportion when
+    the warm-up is shorter than min_warmup_steps (a fresh network blows up when the LR climbs within a few
+    batches: docs/RECIPE.md)."""
+    pct_start = min(max(config.pct_start, 2 / total_steps), 1 - 1 / total_steps)  # both phases >= one step
+    warmup = pct_start * total_steps
+    return warmup, config.max_lr * min(1.0, warmup / config.min_warmup_steps)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """OneCycleLR over every batch of every epoch: the LR warms up to the peak of `warmup_and_peak` and anneals;
+    the momentum moves the other way, from max_momentum to base_momentum at the LR's peak and back."""
+    total = config.epochs * steps_per_epoch
+    if total < 3:
+        raise ValueError(f"a OneCycle schedule needs at least 3 training batches in all, this run has {total}: "
+                         "use more epochs, more images or a smaller batch size")
+    warmup, peak = warmup_and_peak(config, total)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=peak, total_steps=total, pct_start=warmup / total, div_factor=config.div_factor,
+        final_div_factor=config.final_div_factor, anneal_strategy=config.anneal, base_momentum=config.base_momentum,
+        max_momentum=config.max_momentum)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics, `module` (Polyak & Juditsky
+    1992; Page 2019 for short runs), updated with nothing read back to the host. Its state_dict is laid out as
+    torch's AveragedModel's ("module.*", "n_averaged"), which reads its counter on the device every step."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module, self.decay, self.updates = copy.deepcopy(model).requires_grad_(False), decay, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """The first update copies `model`; each later one moves the float tensors 1 - decay of the way to it and
+        copies the integer ones (BatchNorm's batch counter)."""
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
+        lerped = [(a, b) for a, b in pairs if a.is_floating_point()] if self.updates else []
+        if lerped:
+            torch._foreach_lerp_([a for a, _ in lerped], [b for _, b in lerped], 1 - self.decay)
+        for average, current in pairs:
+            if not lerped or not average.is_floating_point():
+                average.copy_(current)
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        return {**{"module." + k: v for k, v in self.module.state_dict().items()},
+                "n_averaged": torch.tensor(self.updates)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict({k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"})
+        self.updates = int(state["n_averaged"])
 
 
 @dataclass
 class Trainer:
-    """What training carries from one step to the next: the model and what steps it (optimizer, LR schedule,
-    fp16 loss scaler, the weights' moving average), the loss, the precision, and the batches it draws from.
-    `compiled`: torch.compile's model, which takes the batches of `full_batch` images (the rest run eagerly: each
-    other size would cost a recompilation that takes longer than running it)."""
+    """What training carries from one step to the next: the model and what steps it (optimizer, LR schedule, fp16
+    loss scaler, the weights' moving average), the loss, the precision, and the batches it draws from."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     criterion: nn.Module
-    precision: Precision = FP32
-    scaler: torch.amp.GradScaler | None = None
+    scaler: torch.amp.GradScaler
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     ema: WeightAverage | None = None
+    precision: str = "fp32"
+    precision_rates: dict | None = None  # img/s of each precision, where they were timed to choose it
     channels_last: bool = False
-    compiled: nn.Module | None = None
-    full_batch: int = 0
-    train_batches: object = None  # batches.DeviceBatches or batches.LoaderBatches
+    train_batches: object = None  # data.DeviceBatches or data.LoaderBatches
     test_batches: object = None
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One training step on (x, y): forward under the precision's autocast, loss in fp32, backward, the
-        optimizer's step (through the GradScaler in fp16), the moving average, the schedule. Returns the loss and
-        logits, detached, and whether GradScaler skipped the step for inf/NaN gradients (a bool tensor, always
-        False without fp16); nothing is read back to the host."""
+        """One step on (x, y): forward under autocast, the loss in fp32, backward and the optimizer's step through
+        the GradScaler (which passes them through unless in fp16), the moving average, the schedule. Returns the
+        loss and logits, detached, and whether fp16 overflow made GradScaler skip the step (a bool tensor); nothing
+        is read back to the host."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        net = self.compiled if self.compiled is not None and len(y) == self.full_batch else self.model
-        with self.precision.autocast():
-            logits = net(x)
+        with autocast(x.device, self.precision):
+            logits = self.model(x)
         loss = self.criterion(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
-        skipped = torch.zeros_like(loss, dtype=torch.bool)
-        if self.scaler is None:
-            loss.backward()
-            self.optimizer.step()
-        else:
-            scaled = self.scaler.scale(loss)
-            before = _scale(self.scaler).clone()
-            scaled.backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            skipped = _scale(self.scaler) < before  # GradScaler lowers the scale when it skips a step
+        self.scaler.scale(loss).backward()
+        before = self.scale().clone()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        skipped = self.scale() < before  # GradScaler halves its scale when it skips a step
         if self.ema is not None:
             self.ema.update(self.model)
         if self.scheduler is not None:
-            # The schedule follows the batch count, skipped steps included, so a run ends on its planned LR; a
-            # step GradScaler skipped loses one update, as in PyTorch's AMP recipe (and torch warns of exactly that)
+            # the schedule follows the batches, skipped steps included, so that a run ends on its planned LR
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
                 self.scheduler.step()
         return loss.detach(), logits.detach(), skipped
+
+    def scale(self) -> torch.Tensor:
+        """GradScaler's scale as a tensor on the device (get_scale() would wait for the device); 1 unless fp16."""
+        if self.scaler.is_enabled():
+            return self.scaler._get_scale_async()
+        return torch.ones((), device=self.device)
 
     @property
     def device(self) -> torch.device:
@@ -137,8 +153,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "ema": self.ema.state_dict() if self.ema is not None else None}
+                "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None}
 
     def load_state_dict(self, ckpt: dict, path) -> None:
         try:
@@ -149,206 +164,246 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.scaler is not None and ckpt.get("scaler"):
+        if self.scaler.is_enabled() and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(ckpt["ema"])
 
 
 def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, device: torch.device | str | None = None,
-                 batch_size: int | None = None, precision: Precision | None = None, schedule: bool = True) -> Trainer:
-    """Move `model` to `device` (default: the best available), in channels_last if configured, and build what
-    trains it with `config`: batches (of `batch_size` if given), optimizer, the precision (unless given), loss,
-    the OneCycle schedule (unless `schedule` is False: the LR range test sets the LR itself) and the moving
-    average."""
+                 batch_size: int | None = None, precision: tuple[str, dict] | None = None,
+                 schedule: bool = True) -> Trainer:
+    """Move `model` to `device` (default: the best available), channels_last if configured, and build what trains
+    it with `config`: batches (of `batch_size` if given), optimizer, (precision, rates) unless given, loss, the
+    OneCycle schedule (unless `schedule` is False: the LR range test sets the LR itself), the moving average."""
     device = torch.device(device) if device is not None else default_device()
     batch_size = batch_size or config.batch_size
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    if precision is None:  # timed at the batch the run really has: at most the whole training set
-        precision = choose_precision(device, config.precision, model, min(batch_size, len(data.train_labels)),
-                                     config.channels_last)
-    train_batches, test_batches = make_batches(data, batch_size, device, config.augmentation(), config.seed,
-                                               config.on_device_data, hole_epochs=config.hole_epochs)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # inputs are always 32x32: let cuDNN time and keep its fastest kernels
+    name, rates = precision or choose_precision(device, config.precision, model,
+                                                min(batch_size, len(data.train_labels)), config.channels_last)
+    train_batches, test_batches = make_batches(data, batch_size, device, config)
     optimizer = make_optimizer(model, config)
-    return Trainer(model, optimizer, make_criterion(config), precision,
-                   precision.grad_scaler(),
+    return Trainer(model, optimizer, make_criterion(config), torch.amp.GradScaler(device.type, enabled=name == "fp16"),
                    make_scheduler(optimizer, config, len(train_batches)) if schedule else None,
-                   make_ema(model, config.ema), config.channels_last,
-                   torch.compile(model) if config.compile else None, batch_size, train_batches, test_batches)
+                   WeightAverage(model, config.ema) if config.ema else None, name, rates, config.channels_last,
+                   train_batches, test_batches)
 
 
-def _scale(scaler: torch.amp.GradScaler) -> torch.Tensor:
-    """GradScaler's scale as the tensor on its device; get_scale() would wait for the device to return it."""
-    return scaler._get_scale_async()
-
-
-class WeightAverage:
-    """An exponential moving average of a model's weights and BatchNorm statistics, `module` (Polyak & Juditsky
-    1992; Page 2019 for short runs), updated with nothing read back to the host (torch's AveragedModel tests its
-    counter on the device every step). Its state_dict is laid out as AveragedModel's ("module.*", "n_averaged")."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.module, self.decay, self.updates = copy.deepcopy(model).requires_grad_(False), decay, 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """The first update copies `model`; each later one moves the average 1 - decay of the way to it (integer
-        buffers, BatchNorm's batch counter, are copied)."""
-        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
-        lerped = [(a, b) for a, b in pairs if a.is_floating_point()] if self.updates else []
-        copied = [(a, b) for a, b in pairs if not lerped or not a.is_floating_point()]
-        if lerped:
-            torch._foreach_lerp_([a for a, _ in lerped], [b for _, b in lerped], 1 - self.decay)
-        for average, current in copied:
-            average.copy_(current)
-        self.updates += 1
-
-    def state_dict(self) -> dict:
-        return {**{"module." + k: v for k, v in self.module.state_dict().items()},
-                "n_averaged": torch.tensor(self.updates)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict({k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"})
-        self.updates = int(state["n_averaged"])
-
-
-def make_ema(model: nn.Module, decay: float) -> WeightAverage | None:
-    """An exponential moving average of `model`'s weights and BatchNorm statistics (None for decay 0)."""
-    return WeightAverage(model, decay) if decay else None
-
-
-def train_one_epoch(t: Trainer, tally: EpochTally, log: EpochLog, save_due=lambda: False, save=None,
-                    stop=lambda: False, check_every: int = CHECK_EVERY) -> EpochTally:
-    """Train on t.train_batches of epoch `tally.epoch` from batch `tally.batches` on (earlier ones are drawn and
-    skipped, which replays the augmentation's random stream) and return the epoch's tally; stops early, between
-    two batches, once `stop()` is true. The running sums stay on the device and are read back once every
-    `check_every` batches (and when `save_due()`, then offered to `save` while finite). Raises FloatingPointError
-    when the loss stops being finite or fp16 overflows on every step."""
-    batches, p = t.train_batches, tally
-    batches.set_epoch(p.epoch)
+def train_one_epoch(t: Trainer, epoch: int, log: EpochLog, check_every: int = CHECK_EVERY) -> dict:
+    """Train on the batches of `epoch`; returns its train_loss, train_acc, lr (of its last batch), skipped_steps
+    and seconds. The running sums stay on the device and are read back once every `check_every` batches. Raises
+    FloatingPointError once the loss stops being finite or fp16 overflows on every step."""
+    batches = t.train_batches
+    batches.set_epoch(epoch)
     t.model.train()
-    start = time.perf_counter() - p.seconds
-    loss_sum, correct, seen, skipped = (torch.tensor(float(v), device=t.device)
-                                        for v in (p.loss_sum, p.correct, p.seen, p.skipped))
-    done = p.batches
-    with log.bar(p.epoch, len(batches), done) as bar:
-        for x, y in itertools.islice(batches, done, None):
+    start = time.perf_counter()
+    sums = torch.zeros(4, device=t.device)  # loss * images, correct, images counted, steps skipped
+    with log.bar(epoch, len(batches)) as bar:
+        for i, (x, y) in enumerate(batches, 1):
             lr = t.optimizer.param_groups[0]["lr"]
-            loss, logits, step_skipped = t.step(x, y)
-            counted = ~step_skipped | loss.isfinite()  # the loss of a step fp16 overflowed says nothing
-            loss_sum += torch.where(counted, loss * len(y), 0.0)
-            correct += ((logits.argmax(1) == y) & counted).sum()
-            seen += len(y) * counted
-            skipped += step_skipped
-            done += 1
+            loss, logits, skipped = t.step(x, y)
+            counted = ~skipped | loss.isfinite()  # the loss of a step that overflowed fp16 says nothing
+            sums += torch.stack([torch.where(counted, loss * len(y), 0.0), ((logits.argmax(1) == y) & counted).sum(),
+                                 counted * len(y), skipped]).float()
             if bar is not None:
                 bar.update(1)
-            last, stopping, saving = done == len(batches), stop(), save is not None and save_due()
-            if done % check_every and not (last or stopping or saving):
+            if i % check_every and i < len(batches):
                 continue
-            sums = [loss_sum, correct, seen, skipped] + ([_scale(t.scaler)] if t.scaler is not None else [])
-            values = torch.stack(sums).tolist()  # the one host sync of a check
-            p = replace(p, batches=done, loss_sum=values[0], correct=int(values[1]), seen=int(values[2]),
-                        skipped=int(values[3]), lr=lr, seconds=time.perf_counter() - start)
-            if len(values) > 4 and values[4] < 1:  # every overflow halves it: the run has diverged
+            loss_sum, correct, seen, skips, scale = torch.cat([sums, t.scale().view(1)]).tolist()  # one host read
+            if scale < 1:  # each overflow halves it: the run has diverged
                 raise FloatingPointError(f"the fp16 loss or its gradients overflowed on every recent step "
-                                         f"(GradScaler's scale fell to {values[4]:.2g})")
-            if not math.isfinite(p.loss_sum):
-                raise FloatingPointError(f"training loss became {p.loss_sum / max(p.seen, 1)} by batch "
-                                         f"{done}/{len(batches)}")
-            if bar is not None:
-                seen = max(p.seen, 1)
-                bar.set_postfix(loss=f"{p.loss_sum / seen:.3f}", acc=f"{100 * p.correct / seen:.1f}%")
-            if saving and not last:
-                save(p)
-            if stopping:
+                                         f"(GradScaler's scale fell to {scale:.2g})")
+            if not math.isfinite(loss_sum):
+                raise FloatingPointError(f"training loss became {loss_sum / max(seen, 1)} by batch {i}/{len(batches)}")
+            if bar is not None and seen:
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
+    if not seen:
+        raise FloatingPointError(f"every step overflowed fp16 (GradScaler skipped all {skips:.0f})")
+    return {"train_loss": loss_sum / seen, "train_acc": 100 * correct / seen, "lr": lr, "skipped_steps": int(skips),
+            "seconds": time.perf_counter() - start}
+
+
+def recompute_batchnorm(model: nn.Module, batches, images: int, precision: str = "fp32",
+                        channels_last: bool = False) -> None:
+    """Set `model`'s BatchNorm statistics to plain averages over the first `images` images of `batches`, with the
+    weights as they are now ("precise BN", Wu & Johnson 2021): the running averages also hold the statistics of
+    earlier weights. Training normalizes by each batch's own. Mode and momentum are restored."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or images <= 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches seen
+    seen = 0
+    with train_mode(model), torch.no_grad():
+        for x, _ in batches:
+            if seen >= images:
                 break
-    if p.batches == len(batches) and not p.seen:
-        raise FloatingPointError(f"every step overflowed fp16 (GradScaler skipped all {p.skipped})")
-    return p
+            with autocast(x.device, precision):
+                model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+            seen += len(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
 
 
-def evaluate(model: nn.Module, t: Trainer, epoch: int, bn_stats_images: int = 0) -> Predictions:
-    """An epoch's test figures (Predictions without images): BatchNorm statistics first recomputed over the first
-    `bn_stats_images` of this epoch's augmented batches, where that is not 0."""
+def evaluate(t: Trainer, epoch: int, bn_stats_images: int = 0) -> Predictions:
+    """An epoch's test figures for t.evaluated, its BatchNorm statistics first recomputed over the first
+    `bn_stats_images` of this epoch's augmented batches (where that is not 0)."""
     if bn_stats_images:
         t.train_batches.set_epoch(epoch)
-        recompute_batchnorm(model, t.train_batches, bn_stats_images, t.precision, t.channels_last)
-    return predict(model, t.test_batches, t.precision, t.channels_last, t.criterion, keep_images=False)
+        recompute_batchnorm(t.evaluated, t.train_batches, bn_stats_images, t.precision, t.channels_last)
+    return predict(t.evaluated, t.test_batches, t.precision, t.channels_last, t.criterion, keep_images=False)
 
 
-def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(),
-        device: torch.device | str | None = None,
-        out_dir: str | os.PathLike | None = None, resume: bool = False, progress: str = "bar",
-        checkpoint_seconds: float = CHECKPOINT_SECONDS) -> History:
-    """Train `model` on `data` with `config`; returns the History. With `out_dir`, writes history.json and
-    checkpoint.pt there after every epoch, and checkpoint.pt also every `checkpoint_seconds` within an epoch
-    (atomically); with `resume`, continues from the checkpoint to the same result as an uninterrupted run.
-    `progress`: how training shows itself (display.DISPLAYS). With `config.ema`, every evaluation uses the
-    weights' moving average, and `model` ends holding it; with `config.bn_stats_images`, the evaluated model's
-    BatchNorm statistics are recomputed first."""
-    log = EpochLog(progress, config.epochs)
-    folder = RunFolder(out_dir, resume, checkpoint_seconds)
-    device = torch.device(device) if device is not None else default_device()
-    t = make_trainer(model, data, config, device, precision=recorded_precision(folder.saved_run, device, config))
-    history, partial = folder.start(t, config, data, t.precision, len(t.train_batches))
-    _announce(log, t, config, history, partial, folder)
-    with stop_after_batch_on_interrupt() as stop_asked:
-        for epoch in range(len(history) + 1, config.epochs + 1):
-            start = partial if partial and partial.epoch == epoch else EpochTally(epoch)
-            try:
-                done = train_one_epoch(t, start, log, folder.save_due, lambda p: folder.save(t, history, p),
-                                       stop_asked)
-            except FloatingPointError as e:
-                raise folder.diverged(str(e), epoch, t.precision, config.max_lr) from None
-            if done.batches < len(t.train_batches):  # interrupted: keep this batch's state, then stop
-                raise folder.stopped(t, history, done, len(t.train_batches))
-            evaluated = time.perf_counter()
-            test = evaluate(t.evaluated, t, epoch, config.bn_stats_images)
-            history.append(epoch=epoch, train_loss=done.loss_sum / done.seen, train_acc=100 * done.correct / done.seen,
-                           test_loss=test.loss, test_acc=test.accuracy, lr=done.lr, skipped_steps=done.skipped,
-                           epoch_seconds=done.seconds + time.perf_counter() - evaluated)
-            log.epoch(history)
-            folder.save(t, history)
-    if t.ema is not None:  # the model handed back is the one every evaluation measured
-        model.load_state_dict(t.ema.module.state_dict())
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or belongs to another run; the message says what to do."""
+
+
+def run_folder(out_dir: str | os.PathLike | None, resume: bool) -> Path | None:
+    """The run's folder as a Path, refused before any work when it cannot take this run: a file, another run's
+    folder (unless resuming), no checkpoint to resume."""
+    if out_dir is None:
+        if resume:
+            raise ValueError("resume needs out_dir: the folder holding checkpoint.pt")
+        return None
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder: choose a folder for the run's outputs")
+    if not resume and (out / CHECKPOINT).exists():
+        raise CheckpointError(f"{out} already holds a run (checkpoint.pt); resume it (--resume / resume=True) "
+                              "or choose another output folder: nothing was overwritten")
+    return out
+
+
+def settings_folder(root: str | os.PathLike, config: TrainConfig, data: CIFAR10Data) -> Path:
+    """The folder under `root` for a run of `config` on `data`, named by what differs from the recipe and the full
+    data set ("recipe", "epochs=5,flip=False"): the same settings find their run again, others get their own."""
+    changed = [f"{f.name}={getattr(config, f.name)}" for f in fields(config)
+               if getattr(config, f.name) != f.default]
+    if (len(data.train_labels), len(data.test_labels)) != (50_000, 10_000):
+        changed.append(f"images={len(data.train_labels)}+{len(data.test_labels)}")
+    return Path(root) / (",".join(changed) or "recipe")
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint safely (weights_only); a CheckpointError saying what to do if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: nothing to resume; start without --resume")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}); it is corrupt or not a "
+                              "checkpoint of this package: delete it, or start a new run elsewhere") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "history" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of this package; start a new run elsewhere")
+    if ckpt.get("partial"):
+        raise CheckpointError(f"{path} was written within an epoch by an older version of this package; resume it "
+                              "with that version, or start a new run elsewhere")
+    return ckpt
+
+
+def save_checkpoint(path: Path, t: Trainer, history: History, config: TrainConfig, data: CIFAR10Data) -> None:
+    """checkpoint.pt (what `fit` resumes from) and history.json, each written whole or not at all."""
+    buffer = io.BytesIO()
+    torch.save({**t.state_dict(), "history": history.to_dict(), "config": asdict(config),
+                "data": data.fingerprint()}, buffer)
+    atomic_write(path / CHECKPOINT, buffer.getvalue())
+    history.save(path / "history.json")
+
+
+def check_resumable(ckpt: dict, config: TrainConfig, data: CIFAR10Data, path: Path) -> None:
+    """Refuse to resume `ckpt` with other settings or data than it was trained with."""
+    saved = ckpt.get("config", {})
+    differ = [f"{k}: checkpoint {saved[k]!r} vs now {v!r}" for k, v in asdict(config).items()
+              if k in saved and saved[k] != v]
+    if ckpt.get("data") != data.fingerprint():
+        differ.append(f"data: checkpoint {ckpt.get('data')} vs now {data.fingerprint()}")
+    if differ:
+        raise CheckpointError(f"checkpoint {path} is from a different run ({'; '.join(differ)}); resume with the "
+                              "same settings and data, or start a new run in another folder")
+
+
+def recorded_precision(run: dict | None, device: torch.device | str, config: TrainConfig) -> tuple | None:
+    """(precision, rates) a run (its History's `run` record) last trained in, where that was on this machine: a
+    resumed or evaluated run keeps it. None for a new run, another machine or a precision set by hand."""
+    last = ((run or {}).get("segments") or [{}])[-1]
+    if config.precision != "auto" or last.get("device") != device_name(device) or "precision" not in last:
+        return None
+    return last["precision"], last.get("precision_rates", {})
+
+
+def start(t: Trainer, config: TrainConfig, data: CIFAR10Data, out: Path | None, saved: dict | None,
+          log: EpochLog) -> History:
+    """The run's History: restored with the trainer from `saved`, the checkpoint in `out`, once it is shown to be
+    this run's; else new. Records where this stretch trains, says so, and checks that `out` can be written."""
+    machine = {"device": device_name(t.device), "precision": t.precision, "precision_rates": t.precision_rates or {},
+               "torch": str(torch.__version__)}
+    if saved is not None:
+        check_resumable(saved, config, data, out / CHECKPOINT)
+        t.load_state_dict(saved, out / CHECKPOINT)
+        history = History.from_dict(saved["history"])
+        for i in range(len(history)):  # so that a resumed run's output still has every epoch's line
+            log.epoch(history, i)
+        log.write(f"resumed {out / CHECKPOINT} after epoch {len(history)}/{config.epochs}"
+                  + (": finished, nothing left to train" if len(history) >= config.epochs else ""))
+    else:
+        warmup, peak = warmup_and_peak(config, config.epochs * len(t.train_batches))
+        history = History(run={"config": asdict(config), "data": data.source, **data.fingerprint(),
+                               "peak_lr": peak, "warmup_steps": warmup, **machine})
+        if peak < config.max_lr:
+            log.write(f"short run: a warm-up of {warmup:.1f} batches, under min_warmup_steps="
+                      f"{config.min_warmup_steps}, so the LR peaks at {peak:.3g} instead of max_lr {config.max_lr}")
+    if len(history) < config.epochs:
+        history.run["segments"] = history.run.get("segments", []) + [{"from_epoch": len(history) + 1, **machine}]
+        log.write(f"training on {machine['device']} in {precision_text(t.precision, t.precision_rates)}"
+                  + (f", checkpoints in {out}" if out is not None else ""))
+    if out is not None:  # find a full disk or a read-only folder now, not after the first epoch
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / ".write-test", b"")
+        (out / ".write-test").unlink()
     return history
 
 
-def _announce(log: EpochLog, t: Trainer, config: TrainConfig, history: History, partial: EpochTally | None,
-              folder: RunFolder) -> None:
-    """The lines a run starts with: a short run's lower peak; a resumed run's earlier epochs and where it goes on;
-    then, unless it is finished, where and in which precision it trains."""
-    if folder.saved is None and history.run["peak_lr"] < config.max_lr:
-        log.write(f"short run: a warm-up of {history.run['warmup_steps']:.1f} batches, under min_warmup_steps="
-                  f"{config.min_warmup_steps}, so the LR peaks at {history.run['peak_lr']:.3g} instead of max_lr "
-                  f"{config.max_lr}")
-    if folder.saved is not None:
-        for i in range(len(history)):  # so that a resumed run's output still has every epoch's line
-            log.epoch(history, i)
-        log.write(folder.describe_resume(history, partial, config.epochs, len(t.train_batches)))
-    if not folder.finished:
-        log.write(f"training on {history.run['segments'][-1]['device']} in {t.precision}")
-
-
-@contextlib.contextmanager
-def stop_after_batch_on_interrupt():
-    """While training, Ctrl-C (or a notebook's interrupt) asks the loop to stop after the batch in progress, so
-    the checkpoint it leaves is consistent; a second Ctrl-C stops at once. Yields stop_asked() -> bool."""
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield lambda: False
-        return
-    asked = []
-
-    def ask(signum, frame):
-        if asked:
-            raise KeyboardInterrupt
-        asked.append(signum)
-
-    previous = signal.signal(signal.SIGINT, ask)
+def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(),
+        device: torch.device | str | None = None, out_dir: str | os.PathLike | None = None, resume: bool = False,
+        progress: str = "bar") -> History:
+    """Train `model` on `data` with `config` and return the History. With `out_dir`, checkpoint.pt and
+    history.json are written there after every epoch; with `resume`, the run goes on from the last epoch there to
+    the same result as an uninterrupted run. `progress`: "bar", "epoch" (a line per epoch) or "none". With
+    config.ema, evaluation measures the weights' average, and `model` ends holding it."""
+    log = EpochLog(progress, config.epochs)
+    out = run_folder(out_dir, resume)
+    saved = load_checkpoint(out / CHECKPOINT) if resume else None
+    device = torch.device(device) if device is not None else default_device()
+    t = make_trainer(model, data, config, device,
+                     precision=recorded_precision(saved and saved["history"].get("run"), device, config))
+    history = start(t, config, data, out, saved, log)
+    kept = lambda: f"the checkpoint of epoch {len(history)} is kept in {out}" if out and len(history) else \
+        "no checkpoint was written"
+    epoch = len(history) + 1
     try:
-        yield lambda: bool(asked)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            trained = train_one_epoch(t, epoch, log)
+            evaluated = time.perf_counter()
+            test = evaluate(t, epoch, config.bn_stats_images)
+            seconds = trained.pop("seconds") + time.perf_counter() - evaluated
+            history.append(epoch=epoch, test_loss=test.loss, test_acc=test.accuracy, epoch_seconds=seconds, **trained)
+            log.epoch(history)
+            if out is not None:
+                save_checkpoint(out, t, history, config, data)
+    except FloatingPointError as e:
+        raise FloatingPointError(f"{e} in epoch {epoch} ({precision_text(t.precision)}); {kept()}. Lower max_lr "
+                                 f"(now {config.max_lr}) or check the data.") from None
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"stopped in epoch {epoch}; {kept()}" + (
+            ": resume with --resume (command line), resume=True (fit), or by running the notebook's training cell "
+            "again" if out and len(history) else "")) from None
+    if t.ema is not None:  # the model handed back is the one every evaluation measured
+        model.load_state_dict(t.ema.module.state_dict())
+    return history

@@ -23,27 +23,24 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from PyTorch_Vision.config import TrainConfig  # noqa: E402
-from PyTorch_Vision.batches import make_batches  # noqa: E402
-from PyTorch_Vision.data import load_cifar10, make_data  # noqa: E402
-from PyTorch_Vision.estimate import images_per_second  # noqa: E402
+from PyTorch_Vision.data import load_cifar10, make_batches, make_data  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
-from PyTorch_Vision.precision import PRECISIONS, Precision, choose_precision  # noqa: E402
+from PyTorch_Vision.report import images_per_second  # noqa: E402
 from PyTorch_Vision.train import Trainer, make_optimizer  # noqa: E402
-from PyTorch_Vision.utils import default_device, device_name  # noqa: E402
+from PyTorch_Vision.utils import PRECISIONS, choose_precision, default_device, device_name, precision_text  # noqa: E402
 
 EPOCH = 50_000
 
 
-def train_step(model: nn.Module, device: torch.device, precision: Precision, channels_last: bool,
-               compile_model: bool, batch_size: int):
-    """The package's training step (Trainer.step) with the given settings."""
+def train_step(model: nn.Module, device: torch.device, precision: str, channels_last: bool, compile_model: bool):
+    """The package's training step (Trainer.step) with the given settings; compiled by torch.compile if asked."""
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, TrainConfig())
-    return Trainer(model, optimizer, nn.CrossEntropyLoss(label_smoothing=0.1), precision, precision.grad_scaler(),
-                   channels_last=channels_last, compiled=torch.compile(model) if compile_model else None,
-                   full_batch=batch_size).step
+    return Trainer(torch.compile(model) if compile_model else model, optimizer, nn.CrossEntropyLoss(label_smoothing=0.1),
+                   torch.amp.GradScaler(device.type, enabled=precision == "fp16"), precision=precision,
+                   channels_last=channels_last).step
 
 
 def main() -> None:
@@ -54,7 +51,7 @@ def main() -> None:
     p.add_argument("--cores", type=int, default=None, help="restrict the process to N CPU cores (Colab has 2)")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 copy to read; default: random images")
     p.add_argument("--device", default=None)
-    p.add_argument("--compile", action="store_true", help="compile the project's step (TrainConfig.compile)")
+    p.add_argument("--compile", action="store_true", help="compile the project's step with torch.compile")
     p.add_argument("--skip-plain", action="store_true")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="force one (fp16: the T4's path)")
     args = p.parse_args()
@@ -71,11 +68,11 @@ def main() -> None:
         images = torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g).numpy()
         labels = torch.randint(0, 10, (n,), generator=g).numpy()
         data = make_data(images, labels, images[:1000], labels[:1000], [str(i) for i in range(10)], "random")
-    precision = choose_precision(device, args.precision)
+    precision, _ = choose_precision(device, args.precision)
     on_device = device.type == "cuda"
     print(f"device: {device_name(device)}; torch {torch.__version__}; batch {args.batch_size}; "
           f"{args.steps} timed steps after {args.warmup} warm-up; data: {data.source}")
-    print(f"project settings here: {precision}, channels_last, compile {args.compile}, "
+    print(f"project settings here: {precision_text(precision)}, channels_last, compile {args.compile}, "
           f"data on device {on_device}")
 
     results = {}
@@ -84,15 +81,15 @@ def main() -> None:
         results[name] = images_per_s
         print(f"{name:<34} {images_per_s:9.1f} img/s  {EPOCH / images_per_s:8.1f} s/epoch  {note}")
 
-    loader, _ = make_batches(data, args.batch_size, device, on_device=False)
-    device_batches, _ = make_batches(data, args.batch_size, device, on_device=True)
+    loader, _ = make_batches(data, args.batch_size, device, TrainConfig(on_device_data=False))
+    device_batches, _ = make_batches(data, args.batch_size, device, TrainConfig(on_device_data=True))
     report("data: albumentations DataLoader", images_per_second(lambda x, y: None, loader, args.steps, 1, device)[0],
            f"({loader.loader.num_workers} workers)")
     report("data: batched augmentation",
            images_per_second(lambda x, y: None, device_batches, args.steps, 1, device)[0], f"(on {device.type})")
 
     torch.manual_seed(0)
-    ceiling_step = train_step(ResNet18(), device, precision, True, args.compile, args.batch_size)
+    ceiling_step = train_step(ResNet18(), device, precision, True, args.compile)
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     synthetic = itertools.repeat((x, y))
@@ -100,19 +97,19 @@ def main() -> None:
     report("ceiling: model step alone", r, f"(warm-up {warm:.1f} s)")
     if device.type == "cuda" or args.compile:  # what compilation would buy per step, against its warm-up
         torch.manual_seed(0)
-        other = train_step(ResNet18(), device, precision, True, not args.compile, args.batch_size)
+        other = train_step(ResNet18(), device, precision, True, not args.compile)
         r, warm = images_per_second(other, synthetic, args.steps, args.warmup, device)
         report(f"ceiling, {'eager' if args.compile else 'compiled'}", r, f"(warm-up {warm:.1f} s)")
 
     torch.manual_seed(0)
-    project_step = train_step(ResNet18(), device, precision, True, args.compile, args.batch_size)
+    project_step = train_step(ResNet18(), device, precision, True, args.compile)
     r, warm = images_per_second(project_step, device_batches if on_device else loader, args.steps,
                                 args.warmup, device)
     report("project: step + data pipeline", r, f"(warm-up {warm:.1f} s)")
 
     if not args.skip_plain:
         torch.manual_seed(0)
-        plain_step = train_step(ResNet18(), device, Precision("fp32", device.type), False, False, args.batch_size)
+        plain_step = train_step(ResNet18(), device, "fp32", False, False)
         report("plain: fp32 loop + DataLoader",
                images_per_second(plain_step, loader, args.steps, args.warmup, device)[0])
         print(f"project / plain = {results['project: step + data pipeline'] / results['plain: fp32 loop + DataLoader']:.2f}x")

@@ -31,15 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from PyTorch_Vision.checkpoint import load_checkpoint  # noqa: E402
 from PyTorch_Vision.config import TrainConfig  # noqa: E402
-from PyTorch_Vision.batches import make_batches  # noqa: E402
-from PyTorch_Vision.data import CIFAR10Data, load_cifar10, make_data  # noqa: E402
+from PyTorch_Vision.data import CIFAR10Data, load_cifar10, make_batches, make_data  # noqa: E402
 from PyTorch_Vision.evaluation import predict  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
-from PyTorch_Vision.precision import choose_precision  # noqa: E402
-from PyTorch_Vision.train import fit  # noqa: E402
-from PyTorch_Vision.utils import device_name, resolve_device, seed_everything  # noqa: E402
+from PyTorch_Vision.train import fit, load_checkpoint  # noqa: E402
+from PyTorch_Vision.utils import choose_precision, device_name, resolve_device, seed_everything  # noqa: E402
 
 RESULT = Path(__file__).resolve().parent / "copy_penalty.json"
 SOURCES = ("original", "copy")
@@ -110,8 +107,8 @@ def test_accuracies(model: torch.nn.Module, train_images: np.ndarray, train_labe
     result = {}
     for name, images in tests.items():
         data = make_data(train_images, train_labels, images, test_labels, classes, name)
-        _, batches = make_batches(data, 256, device, on_device=True)
-        result[name] = predict(model, batches, choose_precision(device, precision), keep_images=False).accuracy
+        _, batches = make_batches(data, 256, device, TrainConfig(on_device_data=True))
+        result[name] = predict(model, batches, choose_precision(device, precision)[0], keep_images=False).accuracy
     return result
 
 

@@ -7,7 +7,7 @@
             the same images, timed over its second epoch, training only
 
 Prints training images per second of each and their ratio, with the CPU's flags.
-    python benchmarks/cpu_speedup.py [--data-dir DATA] [--images 2048] [--compile]
+    python benchmarks/cpu_speedup.py [--data-dir DATA] [--images 2048]
 """
 from __future__ import annotations
 
@@ -23,13 +23,11 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from PyTorch_Vision.config import TrainConfig  # noqa: E402
-from PyTorch_Vision.batches import AugmentedDataset  # noqa: E402
-from PyTorch_Vision.data import load_cifar10, synthetic_cifar10  # noqa: E402
+from PyTorch_Vision.data import AugmentedDataset, load_cifar10, synthetic_cifar10  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
-from PyTorch_Vision.precision import choose_precision  # noqa: E402
 from PyTorch_Vision.train import fit  # noqa: E402
 from PyTorch_Vision.transforms import train_transforms  # noqa: E402
-from PyTorch_Vision.utils import device_name  # noqa: E402
+from PyTorch_Vision.utils import choose_precision, device_name  # noqa: E402
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -69,17 +67,16 @@ def main() -> None:
     p.add_argument("--images", type=int, default=2048)
     p.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
     p.add_argument("--workers", type=int, default=2, help="the plain loop's DataLoader workers")
-    p.add_argument("--compile", action="store_true", help="the project path with torch.compile")
     p.add_argument("--skip-plain", action="store_true")
     args = p.parse_args()
     if args.data_dir:
         data = load_cifar10(args.data_dir, download=False, limit_train=args.images, limit_test=256)
     else:
         data = synthetic_cifar10(n_train=args.images, n_test=256)
-    config = TrainConfig(epochs=2, batch_size=args.batch_size, compile=args.compile)
+    config = TrainConfig(epochs=2, batch_size=args.batch_size)
     print(f"{device_name('cpu')}; flags: {' '.join(cpu_flags()) or 'unknown'}; torch {torch.__version__}; "
           f"{data.source}, {len(data.train_labels)} train / {len(data.test_labels)} test images; batch "
-          f"{args.batch_size}; project precision {choose_precision('cpu', config.precision)}, compile {args.compile}")
+          f"{args.batch_size}; project precision {choose_precision('cpu', config.precision)[0]}")
     torch.manual_seed(0)
     history = fit(ResNet18(len(data.classes)), data, config, device="cpu", progress="none")
     project = len(data.train_labels) / history.epoch_seconds[1]

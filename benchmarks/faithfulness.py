@@ -19,14 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from PyTorch_Vision.checkpoint import load_checkpoint  # noqa: E402
 from PyTorch_Vision.data import load_cifar10  # noqa: E402
 from PyTorch_Vision.faithfulness import faithfulness_markdown, measure_fills  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
-from PyTorch_Vision.precision import PRECISIONS, Precision  # noqa: E402
 from PyTorch_Vision.plots import plot_deletion_curves  # noqa: E402
+from PyTorch_Vision.train import load_checkpoint  # noqa: E402
 from PyTorch_Vision.transforms import batch_normalize  # noqa: E402
-from PyTorch_Vision.utils import default_device, device_name  # noqa: E402
+from PyTorch_Vision.utils import PRECISIONS, default_device, device_name  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +50,7 @@ def main() -> None:
     record = {"device": device_name(device), "images": len(pick), "steps": args.steps, "precision": args.precision,
               "fills": {}}
     start = time.perf_counter()
-    checks = measure_fills(model, images, steps=args.steps, precision=Precision(args.precision, device.type))
+    checks = measure_fills(model, images, steps=args.steps, precision=args.precision)
     record["seconds"] = time.perf_counter() - start
     print(f"both fills in {record['seconds']:.0f} s", flush=True)
     for fill, results in checks.items():

@@ -8,16 +8,15 @@
 #       calibration (airbench94 x 10 seeds and airbench96 x 3 on the copy: benchmarks/calibration.py; ~4 min on an H100)
 #       faithfulness (GradCAM checks per layer on 1,000 test images of the notebook run: run after `notebook`)
 #       recipes1, recipes2 (the variants of benchmarks/recipe_sweep.txt, seeds 0-2 each, one run at a time:
-#                 the first four lines, then the rest; not yet timed at batch 128)
+#                 the first two lines, then the rest; not yet timed at batch 128)
 #       lines    (the recipe lines to settle the default, all at once: the lines of recipe_sweep.txt named in
-#                 $LINES, default "recipe hole_off_last4 ls0.2", seeds 0-2 each; final accuracy per seed and mean)
+#                 $LINES, default "recipe ls0.2 ema0.998_floor", seeds 0-2 each; final accuracy per seed and mean)
 #       shortruns (the warm-up rule on short runs: 1 and 2 epochs of all the data, 3 epochs of 5,000 images; seeds 0
 #                 and 1; with the rule and without it (--min-warmup-steps 1), the two side by side; ~3 min)
 #       seeds    (seeds 1 and 2 through the CLI, one after the other)
 #       lrfind   (100-step LR range test)
 #       bench    (benchmarks/benchmark.py with all cores, then limited to 2 cores)
 #       sweep    (the recipe search of benchmarks/sweep.txt, all runs at once)
-#       compiled (seed 0 through the CLI with torch.compile, for the compile-or-not comparison)
 # Each step logs to OUT_DIR/<step>.log; a failing step does not stop the others.
 set -u
 data=$1 out=$2
@@ -84,10 +83,10 @@ shortruns() {
     done
     wait
 }
-recipes1() { recipes 1 4; }
-recipes2() { recipes 5 '$'; }
+recipes1() { recipes 1 2; }
+recipes2() { recipes 3 '$'; }
 lines() {  # side by side on one GPU, so their times are shared, not reported
-    local names=${LINES:-recipe hole_off_last4 ls0.2} name
+    local names=${LINES:-recipe ls0.2 ema0.998_floor} name
     for name in $names; do  # every name checked before any run starts
         grep -q "^$name\( \|$\)" benchmarks/recipe_sweep.txt \
             || { echo "no line $name in benchmarks/recipe_sweep.txt"; return 1; }
@@ -124,7 +123,6 @@ sweep() {  # the recipe search: 20-epoch runs side by side (eager: their times a
     wait
     for f in "$out"/sweep_*.log; do echo "$f: $(grep 'final test accuracy' "$f")"; done
 }
-compiled() { python3 -m PyTorch_Vision train --data-dir "$data" --out "$out/compiled" --compile --progress epoch; }
 
 for step in "$@"; do
     echo "== $step $(date -u +%T)"

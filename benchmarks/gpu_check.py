@@ -28,11 +28,10 @@ import torch  # noqa: E402
 
 from PyTorch_Vision.config import TrainConfig  # noqa: E402
 from PyTorch_Vision.data import load_cifar10  # noqa: E402
-from PyTorch_Vision.display import EpochLog  # noqa: E402
+from PyTorch_Vision.history import EpochLog  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
-from PyTorch_Vision.precision import choose_precision, cuda_capability  # noqa: E402
-from PyTorch_Vision.run_folder import EpochTally  # noqa: E402
 from PyTorch_Vision.train import CHECK_EVERY, make_trainer, train_one_epoch  # noqa: E402
+from PyTorch_Vision.utils import choose_precision  # noqa: E402
 
 T4_MEMORY = 15 * 2**30  # what a T4 offers; the notebook must fit it with room
 
@@ -43,8 +42,8 @@ def line(name: str, ok: bool, figure: str) -> bool:
 
 
 def check_precision() -> tuple[bool, str]:
-    major, minor = cuda_capability(torch.device("cuda"))
-    chosen = choose_precision("cuda").name
+    major, minor = torch.cuda.get_device_capability()
+    chosen = choose_precision("cuda")[0]
     expected = "bf16" if major >= 8 else "fp16" if major >= 7 else "fp32"
     return line("precision", chosen == expected, f"{chosen} on compute capability {major}.{minor} "
                 f"({torch.cuda.get_device_name()})"), chosen
@@ -60,7 +59,7 @@ def check_syncs(data_dir: str, precision: str, batches: int = 48) -> bool:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            train_one_epoch(trainer, EpochTally(1), EpochLog("none", 1))
+            train_one_epoch(trainer, 1, EpochLog("none", 1))
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = sum("synchroniz" in str(w.message) for w in caught)

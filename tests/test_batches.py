@@ -1,16 +1,15 @@
 import pytest
 import torch
 
-from PyTorch_Vision.batches import make_batches
-from PyTorch_Vision.data import synthetic_cifar10
-from PyTorch_Vision.transforms import Augmentation
+from PyTorch_Vision.config import TrainConfig
+from PyTorch_Vision.data import make_batches, synthetic_cifar10
 
 
 @pytest.mark.parametrize("on_device,workers", [(False, 0), (False, 2), (True, None)],
                          ids=["loader", "loader-2-workers", "on-device"])
 def test_batches_repeat_per_epoch_and_cover_the_set(on_device, workers):
     data = synthetic_cifar10(100, 50)
-    train, test = make_batches(data, 32, "cpu", seed=3, on_device=on_device, num_workers=workers)
+    train, test = make_batches(data, 32, "cpu", TrainConfig(seed=3, on_device_data=on_device), num_workers=workers)
     assert len(train) == 4 and len(test) == 2
 
     def epoch(e):
@@ -29,16 +28,15 @@ def test_batches_repeat_per_epoch_and_cover_the_set(on_device, workers):
 def test_final_batch_of_one_is_dropped_in_training():
     data = synthetic_cifar10(65, 10)
     for on_device in (False, True):
-        train, _ = make_batches(data, 32, "cpu", on_device=on_device)
+        train, _ = make_batches(data, 32, "cpu", TrainConfig(on_device_data=on_device))
         assert len(train) == 2 and sum(len(y) for _, y in train) == 64
 
 
-@pytest.mark.parametrize("padding", ["mean", "reflect"])
-def test_device_batches_build_no_constant_tensors_per_batch(monkeypatch, padding):
+def test_device_batches_build_no_constant_tensors_per_batch(monkeypatch):
     """On a GPU each tensor made from host values (the fill colour, mean, std, coordinates) is a copy to the
     device: the batch transforms make them once, not per batch."""
     data = synthetic_cifar10(96, 32)
-    train, test = make_batches(data, 32, "cpu", Augmentation(cutout_p=0.5, padding=padding), on_device=True)
+    train, test = make_batches(data, 32, "cpu", TrainConfig(cutout_p=0.5, on_device_data=True))
     made = []
     for name in ("tensor", "as_tensor", "arange", "full", "linspace", "ones", "zeros"):
         original = getattr(torch, name)
@@ -47,34 +45,9 @@ def test_device_batches_build_no_constant_tensors_per_batch(monkeypatch, padding
     assert len(batches) == 4 and made == []
 
 
-@pytest.mark.parametrize("on_device", [False, True], ids=["loader", "on-device"])
-def test_hole_only_in_the_first_hole_epochs(on_device):
-    """White images, reflected padding: a pixel of the fill colour can come only from the CutOut hole, which every
-    image gets up to epoch `hole_epochs` and none gets after it."""
-    data = synthetic_cifar10(64, 8)
-    data.train_images[:] = 255
-    train, _ = make_batches(data, 32, "cpu", Augmentation(cutout_p=1.0, padding="reflect"), seed=1,
-                            on_device=on_device, num_workers=0, hole_epochs=2)
-    white = (1 - torch.tensor(data.mean)) / torch.tensor(data.std)
-
-    def images_with_hole(epoch):
-        train.set_epoch(epoch)
-        x = torch.cat([x for x, _ in train])
-        return int((~torch.isclose(x, white.view(1, 3, 1, 1), atol=1e-3)).flatten(1).any(1).sum())
-
-    assert [images_with_hole(e) for e in (1, 2, 3, 4, 2)] == [64, 64, 0, 0, 64]
-
-
-def test_config_says_how_many_epochs_have_the_hole():
-    from PyTorch_Vision.config import TrainConfig
-    assert TrainConfig(epochs=20).hole_epochs == 20
-    assert TrainConfig(epochs=20, cutout_off_epochs=4).hole_epochs == 16
-    assert TrainConfig(epochs=3, cutout_off_epochs=4).hole_epochs == 0
-
-
-def test_training_set_batches_are_the_training_images_in_order_plain_or_with_one_hole_each():
-    from PyTorch_Vision.batches import training_set_batches
-    from PyTorch_Vision.transforms import HOLE, batch_normalize
+def test_training_set_batches_are_the_training_images_in_order_plain_or_with_one_cutout_each():
+    from PyTorch_Vision.data import training_set_batches
+    from PyTorch_Vision.transforms import CUTOUT, batch_normalize
 
     data = synthetic_cifar10(70, 8)
     images = torch.from_numpy(data.train_images).permute(0, 3, 1, 2)
@@ -82,8 +55,8 @@ def test_training_set_batches_are_the_training_images_in_order_plain_or_with_one
     assert [len(y) for _, y in plain] == [32, 32, 6]
     torch.testing.assert_close(torch.cat([x for x, _ in plain]), batch_normalize(images, data.mean, data.std))
     assert torch.equal(torch.cat([y for _, y in plain]), torch.from_numpy(data.train_labels))
-    holed = torch.cat([x for x, _ in training_set_batches(data, 32, "cpu", hole=True, seed=5)])
-    changed = ~torch.isclose(holed, torch.cat([x for x, _ in plain])).all(1)  # (N,H,W) pixels the hole replaced
-    assert (changed.flatten(1).sum(1) <= HOLE * HOLE).all() and (changed.flatten(1).sum(1) > HOLE * HOLE / 2).all()
-    again = torch.cat([x for x, _ in training_set_batches(data, 32, "cpu", hole=True, seed=5)])
-    assert torch.equal(holed, again), "the same seed, the same holes"
+    holed = torch.cat([x for x, _ in training_set_batches(data, 32, "cpu", cutout=True, seed=5)])
+    changed = ~torch.isclose(holed, torch.cat([x for x, _ in plain])).all(1)  # (N,H,W) pixels CutOut replaced
+    assert (changed.flatten(1).sum(1) <= CUTOUT * CUTOUT).all() and (changed.flatten(1).sum(1) > CUTOUT * CUTOUT / 2).all()
+    again = torch.cat([x for x, _ in training_set_batches(data, 32, "cpu", cutout=True, seed=5)])
+    assert torch.equal(holed, again), "the same seed, the same squares"

@@ -47,9 +47,9 @@ def test_train_end_to_end_writes_history_checkpoint_and_figures(image_folder, tm
     (["--batch-size", "-4"], "argument --batch-size: must be a positive whole number, got '-4'"),
     (["--max-lr", "0"], "argument --max-lr: must be a positive number, got '0'"),
     (["--max-lr", "fast"], "argument --max-lr: must be a positive number, got 'fast'"),
-    (["--checkpoint-minutes", "-1"], "must be a positive number, got '-1'"),
+    (["--limit-test", "0"], "argument --limit-test: must be a positive whole number, got '0'"),
     (["--resume", "--out", "{tmp}/empty"], "no checkpoint"),
-    (["--precision", "half"], "invalid choice: 'half'"),
+    (["--precision", "half"], "argument --precision: must be one of auto, bf16, fp16, fp32, got 'half'"),
     (["--device", "tpu9"], "unknown device 'tpu9': use cpu, cuda, cuda:N or mps"),
     (["--device", "cuda"], "no CUDA GPU"),
     (["--epochs", "abc"], "must be a positive whole number, got 'abc'"),
@@ -86,14 +86,13 @@ def test_recipe_options_reach_the_training_config(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "fit", stop)
     with pytest.raises(ValueError) as e:
         cli.train(cli.build_parser().parse_args([
-            "train", "--out", str(tmp_path / "o"), "--weight-decay", "1e-4", "--weight-decay-all", "--label-smoothing", "0",
-            "--no-cutout", "--compile", "--no-flip", "--precision", "fp16", "--cutout-p", "0.25", "--cutout-anywhere",
-            "--padding", "reflect", "--ema", "0.99", "--pct-start", "0.2", "--anneal", "linear",
-            "--min-warmup-steps", "50", "--bn-stats-images", "0"]))
-    assert "weight_decay=0.0001, weight_decay_all=True, label_smoothing=0" in str(e.value) and "precision='fp16'" in str(e.value)
-    assert "flip=False, cutout=False, cutout_p=0.25, cutout_anywhere=True, padding='reflect'" in str(e.value)
-    assert "compile=True" in str(e.value) and "ema=0.99, bn_stats_images=0" in str(e.value)
-    assert "pct_start=0.2, min_warmup_steps=50, anneal='linear'" in str(e.value)
+            "train", "--out", str(tmp_path / "o"), "--weight-decay", "1e-4", "--label-smoothing", "0",
+            "--no-flip", "--precision", "fp16", "--cutout-p", "0.25", "--ema", "0.99", "--pct-start", "0.2",
+            "--anneal", "linear", "--min-warmup-steps", "50", "--bn-stats-images", "0", "--on-device-data", "0"]))
+    assert "weight_decay=0.0001, label_smoothing=0" in str(e.value) and "precision='fp16'" in str(e.value)
+    assert "flip=False, cutout_p=0.25, ema=0.99, bn_stats_images=0" in str(e.value)
+    assert "pct_start=0.2, anneal='linear'" in str(e.value) and "min_warmup_steps=50" in str(e.value)
+    assert "on_device_data=False" in str(e.value)
 
 
 @pytest.mark.slow
@@ -125,45 +124,32 @@ def test_results_prints_a_history_as_markdown(tmp_path, capsys):
     assert "no history at" in capsys.readouterr().err
 
 
-def test_every_run_option_is_an_option_with_its_default_and_its_check():
-    from PyTorch_Vision.__main__ import build_parser, settings_from_args
-    from PyTorch_Vision.options import RunOptions
-
-    assert settings_from_args(build_parser().parse_args(["train"]), RunOptions) == RunOptions()
-    assert settings_from_args(build_parser().parse_args(["lr-find"]), RunOptions) == RunOptions(out="runs/lr_find")
-    given = settings_from_args(build_parser().parse_args(
-        ["train", "--data-dir", "d", "--out", "o", "--device", "cpu", "--limit-train", "5", "--limit-test", "3",
-         "--resume", "--checkpoint-minutes", "2.5", "--progress", "none"]), RunOptions)
-    assert given == RunOptions("d", "o", "cpu", 5, 3, True, 2.5, "none")
-    with pytest.raises(ValueError, match="limit_test must be a positive whole number, got 0"):
-        RunOptions(limit_test=0)
-    with pytest.raises(ValueError, match="progress must be one of bar, epoch, none, got 'loud'"):
-        RunOptions(progress="loud")
-
-
 def test_every_setting_is_an_option_with_the_configs_default():
     from dataclasses import fields
 
-    from PyTorch_Vision.__main__ import build_parser, settings_from_args
-    from PyTorch_Vision.config import TrainConfig
+    from PyTorch_Vision.__main__ import build_parser
+    from PyTorch_Vision.config import TrainConfig, config_from_args
 
     for command in ("train", "lr-find"):
-        assert settings_from_args(build_parser().parse_args([command]), TrainConfig) == TrainConfig()
+        assert config_from_args(build_parser().parse_args([command])) == TrainConfig()
     switched_off = [f"--no-{f.name.replace('_', '-')}" for f in fields(TrainConfig) if f.default is True]
-    changed = settings_from_args(build_parser().parse_args(["train"] + switched_off), TrainConfig)
+    changed = config_from_args(build_parser().parse_args(["train"] + switched_off))
     assert [f.name for f in fields(TrainConfig) if getattr(changed, f.name) is False and f.default is True] == \
-        ["flip", "cutout", "channels_last"]
+        ["flip", "channels_last"]
+    args = build_parser().parse_args(["train"])
+    assert (args.data_dir, args.out, args.device, args.resume, args.progress) == ("data", "runs/resnet18", None,
+                                                                                 False, "bar")
 
 
 @pytest.mark.parametrize("listing", ["sweep.txt", "recipe_sweep.txt"])
 def test_every_line_of_the_benchmark_lists_is_a_valid_run(listing):
     """benchmarks/gpu.sh passes each line's options to `train`: a misspelt one would only fail on the GPU."""
-    from PyTorch_Vision.__main__ import build_parser, settings_from_args
-    from PyTorch_Vision.config import TrainConfig
+    from PyTorch_Vision.__main__ import build_parser
+    from PyTorch_Vision.config import config_from_args
 
     lines = (Path(__file__).resolve().parents[1] / "benchmarks" / listing).read_text().splitlines()
     names = [line.split()[0] for line in lines]
     assert len(set(names)) == len(names) > 0
     for line in lines:
-        config = settings_from_args(build_parser().parse_args(["train"] + line.split()[1:]), TrainConfig)
+        config = config_from_args(build_parser().parse_args(["train"] + line.split()[1:]))
         assert config.epochs == 20, line

@@ -94,11 +94,10 @@ OPTIONS = {  # option: (values a user may mean, values that must be refused or f
     "--limit-test": (["3"], ["0"]),
     "--device": (["cpu"], ["cuda", "cuda:3", "tpu9", "mps", ""]),
     "--precision": (["auto", "fp32", "bf16", "fp16"], ["half"]),
-    "--checkpoint-minutes": (["0.001", "10"], ["0", "-5"]),
     "--seed": (["0", "-3"], ["seven"]),
     "--progress": (["none", "epoch", "bar"], ["loud"]),
-    "--cutout-p": (["0.5", "1"], ["2", "-0.1", "x"]),
-    "--padding": (["mean", "reflect"], ["zero"]),
+    "--cutout-p": (["0.5", "1", "0"], ["2", "-0.1", "x"]),
+    "--anneal": (["cos", "linear"], ["step"]),
     "--ema": (["0.9", "0"], ["1", "1.5"]),
     "--bn-stats-images": (["0", "64"], ["-1", "x"]),
 }
@@ -112,7 +111,7 @@ def meant_calls(draw):
     args = ["--batch-size", draw(st.sampled_from(["4", "8"]))]
     for name in options:
         args += [name, draw(st.sampled_from(OPTIONS[name][0]))]
-    args += draw(st.lists(st.sampled_from(["--no-flip", "--no-cutout"]), unique=True, max_size=2))
+    args += draw(st.lists(st.sampled_from(["--no-flip", "--no-channels-last"]), unique=True, max_size=2))
     out = draw(st.sampled_from(OUTS))
     if out == "finished run":
         args.append("--resume")

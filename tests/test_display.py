@@ -8,8 +8,8 @@ def test_progress_bar_is_a_widget_in_a_notebook_with_ipywidgets_and_text_elsewhe
     import tqdm.notebook
     import tqdm.std
 
-    import PyTorch_Vision.display as progress_module
-    from PyTorch_Vision.display import progress_bar
+    import PyTorch_Vision.history as progress_module
+    from PyTorch_Vision.history import progress_bar
 
     bar = progress_bar(3, "outside")
     assert type(bar) is tqdm.std.tqdm
@@ -33,7 +33,7 @@ def test_in_notebook_recognises_jupyter_and_colab_kernels(monkeypatch):
     import sys
     import types
 
-    from PyTorch_Vision.display import in_notebook
+    from PyTorch_Vision.history import in_notebook
 
     class ZMQInteractiveShell:
         pass

@@ -1,11 +1,11 @@
-"""The run-time estimate the notebook shows on a machine without a GPU."""
+"""The run-time estimate the notebook shows on a machine without a GPU, and its stop before training there."""
 import pytest
 import torch
 
-import PyTorch_Vision.estimate as estimate_module
+import PyTorch_Vision.report as estimate_module
 from conftest import TinyNet
 from PyTorch_Vision.config import TrainConfig
-from PyTorch_Vision.estimate import RunEstimate, estimate_run, images_per_second
+from PyTorch_Vision.report import GPUNeeded, RunEstimate, estimate_run, images_per_second, stop_without_gpu
 
 
 def test_images_per_second_times_only_the_calls_after_warm_up(monkeypatch):
@@ -43,3 +43,16 @@ def test_estimate_run_measures_without_touching_the_model_or_the_rng(tiny_data):
     assert torch.equal(rng, torch.get_rng_state())
     with pytest.raises(ValueError, match="smaller batch_size"):
         estimate_run(model, tiny_data, TrainConfig(), "cpu", batch_size=32, steps=2)  # 64 test images < 3 x 32
+
+
+def test_without_a_gpu_training_stops_with_one_message_unless_asked_for():
+    estimate = RunEstimate(train_images_per_s=100.0, eval_images_per_s=400.0, n_train=50_000, n_test=10_000, epochs=20)
+    with pytest.raises(GPUNeeded) as e:
+        stop_without_gpu("cpu", estimate)
+    message = str(e.value)
+    assert message.startswith(f"No GPU in this runtime: training here would take {estimate}.")
+    assert "Runtime > Change runtime type > T4 GPU" in message and "TRAIN_ON_CPU = True" in message
+    assert e.value._render_traceback_() == [message], "the notebook shows the message alone"
+    stop_without_gpu("cpu", estimate, train_on_cpu=True)
+    stop_without_gpu("cuda", estimate)
+    stop_without_gpu("mps", estimate)

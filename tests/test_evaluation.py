@@ -5,7 +5,7 @@ import torch
 
 from conftest import TinyNet
 from PyTorch_Vision.config import TrainConfig
-from PyTorch_Vision.batches import make_batches
+from PyTorch_Vision.data import make_batches
 from PyTorch_Vision.evaluation import Predictions, confusion_matrix, misclassified, per_class_accuracy, predict, \
     tta_views
 from PyTorch_Vision.train import fit
@@ -104,8 +104,9 @@ def test_the_report_and_the_history_give_one_accuracy_for_one_model(tiny_data, t
     with torch.no_grad():
         fitted = model.eval()(images).argmax(1) == torch.from_numpy(tiny_data.train_labels)
     assert report.train_plain == pytest.approx(100 * fitted.float().mean().item(), abs=1e-4)
-    assert summary["final model on the training images, unaugmented / with the hole on each"] == \
-        f"{report.train_plain:.2f}% / {report.train_hole:.2f}%"
+    assert summary["final model on the training images, unaugmented / with one CutOut square on each"] == \
+        f"{report.train_plain:.2f}% / {report.train_cutout:.2f}%"
+    assert report.precision == history.run["precision"], "evaluated in the precision the run trained in"
 
 
 def test_a_model_without_mistakes_gets_a_report_too(tiny_data, tmp_path):

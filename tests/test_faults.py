@@ -2,21 +2,18 @@
 images that cannot be normalized, bad notebook settings. Each ends in a clear message and loses nothing on disk."""
 import errno
 import os
-import signal
 
 import numpy as np
 import pytest
 import torch
 
-import PyTorch_Vision.files as files_module
+import PyTorch_Vision.utils as files_module
 from conftest import CrashAfter, TinyNet
-from PyTorch_Vision.checkpoint import load_checkpoint
-from PyTorch_Vision.files import OutputError, atomic_write
-from PyTorch_Vision.config import TrainConfig
+from PyTorch_Vision.config import SettingError, TrainConfig, config_from_env
 from PyTorch_Vision.data import DataError, make_data
 from PyTorch_Vision.history import HISTORY_KEYS, History
-from PyTorch_Vision.settings import SettingError, env_setting, positive_int, switch
-from PyTorch_Vision.train import fit
+from PyTorch_Vision.train import fit, load_checkpoint
+from PyTorch_Vision.utils import OutputError, atomic_write
 
 # 192 train images: 6 batches an epoch; TinyNet needs no long warm-up
 CONFIG = TrainConfig(epochs=3, batch_size=32, max_lr=0.05, seed=0, min_warmup_steps=1,
@@ -88,62 +85,35 @@ def test_a_read_only_output_folder_is_found_before_training(tiny_data, tmp_path,
     assert model.linear.weight.grad is None, "refused before any training step"
 
 
-class InterruptAt(torch.nn.Module):
-    """Wraps a model and sends this process SIGINT (Ctrl-C, a notebook's interrupt) `times` times during its n-th
-    forward pass."""
-
-    def __init__(self, model, n, times=1):
-        super().__init__()
-        self.model, self.calls, self.n, self.times = model, 0, n, times
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls == self.n:
-            for _ in range(self.times):
-                os.kill(os.getpid(), signal.SIGINT)
-        return self.model(x)
-
-
-def test_an_interrupt_leaves_a_checkpoint_at_that_batch_and_resumes_to_the_same_run(tiny_data, tmp_path):
-    handler = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under nohup
+def test_an_interrupt_keeps_the_last_epochs_checkpoint_and_resumes_to_the_same_run(tiny_data, tmp_path):
+    """Ctrl-C (or a notebook's interrupt) is a KeyboardInterrupt raised wherever training is: CrashAfter raises it."""
     straight = fit(tiny_model(), tiny_data, CONFIG, device="cpu", progress="none")
     # an epoch: 6 steps, 6 batches again for BatchNorm's statistics, 2 evaluation batches
-    interrupted = InterruptAt(tiny_model(), n=(6 + 6 + 2) + 4)  # during the 4th batch of epoch 2
-    with pytest.raises(KeyboardInterrupt, match=r"stopped in epoch 2 at batch 4/6; its checkpoint is in .*--resume"):
-        fit(interrupted, tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none",
-            checkpoint_seconds=3600)
-    assert interrupted.calls == (6 + 6 + 2) + 4, "the batch in progress finishes, no further one starts"
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert ckpt["history"]["epoch"] == [1] and (ckpt["partial"]["epoch"], ckpt["partial"]["batches"]) == (2, 4)
-    resumed = fit(InterruptAt(tiny_model(seed=99), n=-5), tiny_data, CONFIG, device="cpu", out_dir=tmp_path,
-                  resume=True, progress="none")
+    interrupted = CrashAfter(tiny_model(), n=(6 + 6 + 2) + 4)  # during the 4th batch of epoch 2
+    with pytest.raises(KeyboardInterrupt, match=r"stopped in epoch 2; the checkpoint of epoch 1 is kept in .*: "
+                                                r"resume with --resume"):
+        fit(interrupted, tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none")
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["history"]["epoch"] == [1]
+    resumed = fit(interrupted, tiny_data, CONFIG, device="cpu", out_dir=tmp_path, resume=True, progress="none")
     for key in HISTORY_KEYS[:-1]:
         assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key
-    assert signal.getsignal(signal.SIGINT) is handler, "Ctrl-C works as before after training"
+    with pytest.raises(KeyboardInterrupt, match="^stopped in epoch 1; no checkpoint was written$"):
+        fit(CrashAfter(tiny_model(), n=3), tiny_data, CONFIG, device="cpu", progress="none")
 
 
-def test_a_second_interrupt_stops_at_once_and_no_out_dir_says_nothing_was_saved(tiny_data):
-    model = InterruptAt(tiny_model(), n=3, times=2)
-    with pytest.raises(KeyboardInterrupt) as e:
-        fit(model, tiny_data, CONFIG, device="cpu", progress="none")
-    assert model.calls == 3 and str(e.value) == "", "the second Ctrl-C interrupts the batch itself"
-    with pytest.raises(KeyboardInterrupt, match="stopped in epoch 1 at batch 3/6; nothing was saved"):
-        fit(InterruptAt(tiny_model(), n=3), tiny_data, CONFIG, device="cpu", progress="none")
-
-
-def test_a_nan_loss_stops_the_run_at_that_batch(tiny_data, tmp_path):
+def test_a_nan_loss_stops_the_run_at_the_next_check_keeping_the_last_epoch(tiny_data, tmp_path):
     class NaNFrom(CrashAfter):
         def forward(self, x):
             self.calls += 1
             out = self.model(x)
             return out * float("nan") if self.calls >= self.n else out
 
-    model = NaNFrom(tiny_model(), n=(6 + 6 + 2) + 2)  # 2nd batch of epoch 2
-    with pytest.raises(FloatingPointError, match=r"became nan by batch 2/6 in epoch 2 .*checkpoint of epoch 2 at batch 1 is kept"):
-        fit(model, tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none", checkpoint_seconds=0)
-    assert model.calls == (6 + 6 + 2) + 2, "no batch after the first NaN"
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert ckpt["history"]["epoch"] == [1] and (ckpt["partial"]["epoch"], ckpt["partial"]["batches"]) == (2, 1)
+    model = NaNFrom(tiny_model(), n=(6 + 6 + 2) + 2)  # 2nd batch of epoch 2; the sums are read after the 6th
+    with pytest.raises(FloatingPointError, match=r"became nan by batch 6/6 in epoch 2 \(fp32\); the checkpoint of "
+                                                 r"epoch 1 is kept in .*Lower max_lr"):
+        fit(model, tiny_data, CONFIG, device="cpu", out_dir=tmp_path, progress="none")
+    assert model.calls == (6 + 6 + 2) + 6, "no evaluation after the epoch that diverged"
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["history"]["epoch"] == [1]
 
 
 def test_images_without_variation_are_refused_with_what_is_wrong_with_them():
@@ -161,12 +131,12 @@ def test_images_without_variation_are_refused_with_what_is_wrong_with_them():
 def test_notebook_settings_are_checked_like_the_command_line(monkeypatch, value, message):
     monkeypatch.setenv("S11_EPOCHS", value)
     with pytest.raises(SettingError, match=message) as e:
-        env_setting("S11_EPOCHS", 20, positive_int)
+        config_from_env(TrainConfig())
     assert e.value._render_traceback_() == [f"SettingError: {e.value}"], "one line in a notebook, no traceback"
     monkeypatch.setenv("S11_EPOCHS", "7")
-    assert env_setting("S11_EPOCHS", 20, positive_int) == 7
+    assert config_from_env(TrainConfig()).epochs == 7
     monkeypatch.delenv("S11_EPOCHS")
-    assert env_setting("S11_EPOCHS", 20, positive_int) == 20
+    assert config_from_env(TrainConfig()) == TrainConfig()
     monkeypatch.setenv("S11_FLIP", "maybe")
     with pytest.raises(SettingError, match="S11_FLIP must be 1 or 0"):
-        env_setting("S11_FLIP", True, switch)
+        config_from_env(TrainConfig())

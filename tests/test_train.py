@@ -8,14 +8,13 @@ import torch
 from torch import nn
 
 from conftest import CrashAfter, TinyNet
-from PyTorch_Vision.checkpoint import CheckpointError, load_checkpoint
 from PyTorch_Vision.config import TrainConfig
-from PyTorch_Vision.batches import make_batches
-from PyTorch_Vision.data import make_data, synthetic_cifar10
+from PyTorch_Vision.data import make_batches, make_data, synthetic_cifar10
 from PyTorch_Vision.history import HISTORY_KEYS, History
 from PyTorch_Vision.models import ResNet18
-from PyTorch_Vision.precision import choose_precision
-from PyTorch_Vision.train import fit, make_optimizer, recompute_batchnorm
+from PyTorch_Vision.train import CheckpointError, fit, load_checkpoint, make_optimizer, make_scheduler, \
+    recompute_batchnorm, warmup_and_peak
+from PyTorch_Vision.utils import choose_precision
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 # TinyNet: no long warm-up; runs compared bit for bit, so not a precision timed afresh for each
@@ -37,25 +36,6 @@ def test_short_training_lowers_the_loss(tiny_data, on_device_data):
     assert h.test_acc[-1] > 30  # chance is 10%
 
 
-def test_compiled_step_sees_only_full_batches(tiny_data, monkeypatch):
-    """The odd last batch and evaluation run eagerly: each would otherwise cost a recompilation."""
-    seen = []
-
-    def fake_compile(model):
-        def compiled(x):
-            seen.append((len(x), model.training))
-            return model(x)
-        return compiled
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    config = replace(CONFIG, epochs=1, batch_size=40, compile=True)  # 192 train images: 4 x 40 + 32
-    h = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
-    assert seen == [(40, True)] * 4 and len(h) == 1
-    seen.clear()
-    fit(tiny_model(), tiny_data, replace(config, compile=False), device="cpu", progress="none")
-    assert seen == []
-
-
 def test_one_cycle_is_stepped_every_batch(tiny_data):
     h = fit(tiny_model(), tiny_data, replace(CONFIG, epochs=4, pct_start=0.25), device="cpu", progress="none")
     assert max(h.lr) == pytest.approx(CONFIG.max_lr, rel=0.2), "warm-up must reach max_lr within the first epochs"
@@ -65,8 +45,6 @@ def test_one_cycle_is_stepped_every_batch(tiny_data):
 def test_short_runs_warm_up_no_faster_than_the_recipe():
     """A run whose warm-up is shorter than min_warmup_steps peaks lower, in proportion; longer runs, the 20-epoch
     recipe among them (391 batches of 128 an epoch on 50,000 images), keep max_lr exactly."""
-    from PyTorch_Vision.schedule import make_scheduler, warmup_and_peak
-
     recipe = TrainConfig()
     assert warmup_and_peak(recipe, 20 * 391) == (1955, recipe.max_lr)
     assert warmup_and_peak(recipe, 4 * recipe.min_warmup_steps) == (recipe.min_warmup_steps, recipe.max_lr)
@@ -124,8 +102,7 @@ def test_batchnorm_statistics_change_the_evaluation_not_the_training(tiny_data):
     h_running = fit(running, tiny_data, replace(config, bn_stats_images=0), device="cpu", progress="none")
     assert h.train_loss == h_running.train_loss and h.train_acc == h_running.train_acc
     assert all(torch.equal(a, b) for a, b in zip(recomputed.parameters(), running.parameters()))
-    train_batches, _ = make_batches(tiny_data, config.batch_size, torch.device("cpu"), config.augmentation(),
-                                    config.seed)
+    train_batches, _ = make_batches(tiny_data, config.batch_size, torch.device("cpu"), config)
     train_batches.set_epoch(2)
     by_hand = copy.deepcopy(running)
     recompute_batchnorm(by_hand, train_batches, 64, channels_last=True)
@@ -144,8 +121,6 @@ def test_batchnorm_statistics_change_the_evaluation_not_the_training(tiny_data):
 
 def test_momentum_cycles_against_the_learning_rate(tiny_data):
     """OneCycle moves Nesterov momentum opposite to the LR: 0.95 at the start and end, 0.85 at the LR's peak."""
-    from PyTorch_Vision.schedule import make_scheduler
-
     config = replace(CONFIG, epochs=4, pct_start=0.25)
     optimizer = make_optimizer(TinyNet(), config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=10)
@@ -168,15 +143,14 @@ def test_weight_decay_skips_batchnorm_and_biases():
     assert decayed["nesterov"]
 
 
-@pytest.mark.parametrize("decay_all", [False, True])
-def test_weight_decay_all_shrinks_batchnorm_and_biases_too(decay_all):
+def test_one_step_shrinks_the_weights_by_their_decay_and_leaves_batchnorm_and_biases():
     """With no loss gradient, one Nesterov step shrinks a decayed parameter by lr * wd * (1 + momentum) of itself
     and leaves an undecayed one as it is."""
     model = TinyNet()
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(2.0)
-    config = replace(CONFIG, weight_decay_all=decay_all, weight_decay=0.01)
+    config = replace(CONFIG, weight_decay=0.01)
     optimizer = make_optimizer(model, config)
     for group in optimizer.param_groups:
         group["lr"], group["momentum"] = 0.1, 0.9
@@ -184,7 +158,7 @@ def test_weight_decay_all_shrinks_batchnorm_and_biases_too(decay_all):
         p.grad = torch.zeros_like(p)
     optimizer.step()
     for name, p in model.named_parameters():
-        decayed = decay_all or p.ndim > 1
+        decayed = p.ndim > 1
         expected = 2.0 * (1 - 0.1 * 0.01 * 1.9) if decayed else 2.0
         torch.testing.assert_close(p.detach(), torch.full_like(p, expected), msg=name)
 
@@ -213,24 +187,32 @@ def test_history_summary_names_final_and_best_epochs():
         h.append(epoch=e, train_loss=1.0, train_acc=acc, test_loss=1.0, test_acc=acc, lr=0.1, epoch_seconds=sec)
     assert dict(h.headline()) == {"final test accuracy (epoch 3)": "**70.25%**",
                                  "best test accuracy": "70.50% (epoch 2)",
-                                 "mean time per epoch (train + test)": "12.0 s", "total training time": "0.6 min"}
+                                 "mean time per epoch (train + test)": "12.0 s", "training time, all epochs (summed across resumes)": "0.6 min"}
     with pytest.raises(ValueError, match="empty history"):
         History().headline()
 
 
 @pytest.mark.slow
-def test_kill_and_resume_gives_the_same_run(tiny_data, tmp_path):
-    straight = fit(tiny_model(), tiny_data, CONFIG, device="cpu", out_dir=tmp_path / "a", progress="none")
+@pytest.mark.parametrize("on_device_data", [False, True], ids=["albumentations-loader", "batched-on-device"])
+def test_killed_within_an_epoch_resumes_from_the_last_whole_epoch_to_the_same_run(tiny_data, tmp_path,
+                                                                                  on_device_data, capsys):
+    config = replace(CONFIG, on_device_data=on_device_data)
+    straight = fit(tiny_model(), tiny_data, config, device="cpu", out_dir=tmp_path / "a", progress="none")
 
     steps, statistics, evals = 6, 6, 2  # 192 train / 32; BatchNorm's statistics over the 192 again; 64 test / 32
-    killed = CrashAfter(tiny_model(), n=2 * (steps + statistics + evals) + 3)  # 3 batches into epoch 3
-    with pytest.raises(KeyboardInterrupt):
-        fit(killed, tiny_data, CONFIG, device="cpu", out_dir=tmp_path / "b", progress="none")
+    killed = CrashAfter(tiny_model(), n=2 * (steps + statistics + evals) + 4)  # in the 4th batch of epoch 3
+    with pytest.raises(KeyboardInterrupt, match="stopped in epoch 3; the checkpoint of epoch 2 is kept"):
+        fit(killed, tiny_data, config, device="cpu", out_dir=tmp_path / "b", progress="none")
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["history"]["epoch"] == [1, 2]
+    capsys.readouterr()
 
     resumed_model = CrashAfter(tiny_model(seed=99), n=-1)  # different init: everything must come from the checkpoint
-    resumed = fit(resumed_model, tiny_data, CONFIG, device="cpu", out_dir=tmp_path / "b", resume=True,
-                  progress="none")
+    resumed = fit(resumed_model, tiny_data, config, device="cpu", out_dir=tmp_path / "b", resume=True,
+                  progress="epoch")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == f"resumed {tmp_path / 'b' / 'checkpoint.pt'} after epoch 2/4"
+    assert lines[3].startswith("training on CPU") and lines[3].endswith(f" in fp32, checkpoints in {tmp_path / 'b'}")
+    assert [line.split()[:2] for line in lines[:2] + lines[4:]] == [["epoch", f"{e}/4"] for e in (1, 2, 3, 4)]
     for key in HISTORY_KEYS[:-1]:
         assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key
     assert History.load(tmp_path / "b" / "history.json").test_acc == resumed.test_acc
@@ -239,28 +221,12 @@ def test_kill_and_resume_gives_the_same_run(tiny_data, tmp_path):
     assert all(torch.allclose(a[k].float(), b["model." + k].float(), atol=1e-6) for k in a)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("on_device_data", [False, True], ids=["albumentations-loader", "batched-on-device"])
-def test_kill_within_an_epoch_resumes_at_the_batch_it_reached(tiny_data, tmp_path, on_device_data, capsys):
-    config = replace(CONFIG, on_device_data=on_device_data)
-    straight = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
-
-    killed = CrashAfter(tiny_model(), n=2 * (6 + 6 + 2) + 4)  # in the 4th batch of epoch 3
-    with pytest.raises(KeyboardInterrupt):
-        fit(killed, tiny_data, config, device="cpu", out_dir=tmp_path, progress="none", checkpoint_seconds=0)
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert ckpt["history"]["epoch"] == [1, 2]
-    assert (ckpt["partial"]["epoch"], ckpt["partial"]["batches"], ckpt["partial"]["seen"]) == (3, 3, 96)
-
-    resumed = fit(CrashAfter(tiny_model(seed=99), n=-1), tiny_data, config, device="cpu", out_dir=tmp_path,
-                  resume=True, progress="epoch")
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[2] == f"resumed {tmp_path / 'checkpoint.pt'} in epoch 3/4 at batch 3/6"
-    assert lines[3].startswith("training on CPU") and lines[3].endswith(" in fp32")
-    assert [line.split()[:2] for line in lines[:2] + lines[4:]] == [["epoch", f"{e}/4"] for e in (1, 2, 3, 4)]
-    for key in HISTORY_KEYS[:-1]:
-        assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["partial"] is None, "a finished epoch clears the partial state"
+def test_a_checkpoint_written_within_an_epoch_by_an_older_version_is_refused(tiny_data, tmp_path):
+    fit(tiny_model(), tiny_data, replace(CONFIG, epochs=1), device="cpu", out_dir=tmp_path, progress="none")
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    torch.save({**ckpt, "partial": {"epoch": 2, "batches": 3}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="written within an epoch by an older version"):
+        fit(tiny_model(), tiny_data, replace(CONFIG, epochs=1), device="cpu", out_dir=tmp_path, resume=True)
 
 
 def test_resume_errors(tiny_data, tmp_path):
@@ -314,7 +280,7 @@ def test_config_rejects_non_positive_values(kwargs):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"ema": 1.0}, "ema must be a number from 0 up to"), ({"label_smoothing": 1}, "label_smoothing must be"),
-    ({"pct_start": 0.0}, "pct_start must be a number between 0 and 1"), ({"flip": "maybe"}, "flip must be 1 or 0"),
+    ({"pct_start": 0.0}, "pct_start must be a number between 0 and 1"), ({"flip": 1}, "flip must be True or False"),
     ({"anneal": "step"}, "anneal must be one of cos, linear"), ({"epochs": True}, "epochs must be a positive whole"),
     ({"base_momentum": 0.96}, r"base_momentum \(0.96\) must not exceed max_momentum \(0.95\)")])
 def test_each_setting_is_checked_where_it_is_declared(kwargs, message):
@@ -322,10 +288,12 @@ def test_each_setting_is_checked_where_it_is_declared(kwargs, message):
         TrainConfig(**kwargs)
 
 
-def test_settings_given_as_text_are_read_as_values():
-    config = TrainConfig(batch_size="256", flip="off", on_device_data="auto", max_lr="0.2")
-    assert (config.batch_size, config.flip, config.on_device_data, config.max_lr) == (256, False, None, 0.2)
-    assert config == TrainConfig(batch_size=256, flip=False, max_lr=0.2)
+def test_text_typed_in_code_is_refused_naming_the_field():
+    """Text is read where it is typed: on the command line and in S11_<FIELD>; in code a setting is its value."""
+    with pytest.raises(ValueError, match="batch_size must be a positive whole number, got '256'"):
+        TrainConfig(batch_size="256")
+    with pytest.raises(ValueError, match="on_device_data must be True, False or None, got 'auto'"):
+        TrainConfig(on_device_data="auto")
 
 
 def test_too_few_batches_for_a_schedule(tiny_data):
@@ -374,7 +342,7 @@ def test_ema_evaluates_the_moving_average_and_hands_it_back(tiny_data, monkeypat
         torch.testing.assert_close(model.state_dict()[k], expected[k], rtol=1e-5, atol=1e-6, msg=k)
     from PyTorch_Vision.evaluation import predict
     _, test_batches = make_batches(tiny_data, 32, torch.device("cpu"))
-    evaluated = predict(model, test_batches, choose_precision("cpu", CONFIG.precision), CONFIG.channels_last)
+    evaluated = predict(model, test_batches, choose_precision("cpu", CONFIG.precision)[0], CONFIG.channels_last)
     assert evaluated.accuracy == h.test_acc[-1], "the history measured the averaged weights"
 
 
@@ -384,7 +352,7 @@ def test_ema_resumes_to_the_same_run(tiny_data, tmp_path):
     straight = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
     killed = CrashAfter(tiny_model(), n=2 * (6 + 6 + 2) + 4)
     with pytest.raises(KeyboardInterrupt):
-        fit(killed, tiny_data, config, device="cpu", out_dir=tmp_path, progress="none", checkpoint_seconds=0)
+        fit(killed, tiny_data, config, device="cpu", out_dir=tmp_path, progress="none")
     resumed = fit(CrashAfter(tiny_model(seed=99), n=-1), tiny_data, config, device="cpu", out_dir=tmp_path,
                   resume=True, progress="none")
     for key in HISTORY_KEYS[:-1]:
@@ -392,39 +360,13 @@ def test_ema_resumes_to_the_same_run(tiny_data, tmp_path):
 
 
 def test_history_json_records_what_produced_the_run(tiny_data, tmp_path):
-    config = replace(CONFIG, epochs=1, cutout_anywhere=True)
+    config = replace(CONFIG, epochs=1, cutout_p=0.25)
     fit(tiny_model(), tiny_data, config, device="cpu", out_dir=tmp_path, progress="none")
     run = History.load(tmp_path / "history.json").run
-    assert run["config"]["cutout_anywhere"] is True and run["config"]["max_lr"] == CONFIG.max_lr
+    assert run["config"]["cutout_p"] == 0.25 and run["config"]["max_lr"] == CONFIG.max_lr
     assert (run["data"], run["n_train"], run["n_test"]) == (tiny_data.source, 192, 64)
     # fp32, or bf16 on a CPU that runs it natively
-    assert run["precision"] == choose_precision("cpu", config.precision).name and run["device"].startswith("CPU")
-
-
-def test_the_compiled_step_takes_the_full_batches_of_the_size_make_trainer_was_given(tiny_data, monkeypatch):
-    from PyTorch_Vision.estimate import estimate_run
-    from PyTorch_Vision.train import make_trainer
-
-    compiled_calls = []
-
-    class Compiled(nn.Module):  # stands in for torch.compile's wrapper: counts what runs through it
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            compiled_calls.append(len(x))
-            return self.model(x)
-
-    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: Compiled(model))
-    s = make_trainer(tiny_model(), tiny_data, replace(CONFIG, compile=True), "cpu", batch_size=8)
-    x, y = next(iter(s.train_batches))
-    s.step(x, y)
-    s.step(x[:5], y[:5])  # an epoch's smaller last batch runs eagerly
-    assert compiled_calls == [8]
-    compiled_calls.clear()
-    estimate_run(tiny_model(), tiny_data, replace(CONFIG, compile=True), "cpu", batch_size=8, steps=2)
-    assert compiled_calls == [8, 8, 8], "estimate_run times the compiled step at its own batch size"
+    assert run["precision"] == choose_precision("cpu", config.precision)[0] and run["device"].startswith("CPU")
 
 
 @pytest.mark.parametrize("ema, precision", [(0.0, "fp32"), (0.9, "fp32"), (0.0, "fp16")])
