@@ -126,10 +126,8 @@ def _read_python_batches(folder: Path) -> tuple[np.ndarray, ...]:
 
 def load_cifar10(data_dir: str | os.PathLike = "data", download: bool = True, limit_train: int | None = None,
                  limit_test: int | None = None) -> CIFAR10Data:
-    """Load CIFAR-10 from `data_dir`: ImageFolder layout, a cifar-10-batches-py folder, or download it there.
-
-    Everything is decoded once into memory as uint8. `limit_*` keep a fixed random subset (for quick runs).
-    """
+    """CIFAR-10 from `data_dir` (ImageFolder layout, cifar-10-batches-py, or downloaded there), decoded once into
+    memory as uint8; `limit_*` keep a fixed random subset."""
     root = Path(data_dir).expanduser()
     if (root / "train").is_dir() or (root / "test").is_dir():
         missing = [s for s in ("train", "test") if not (root / s).is_dir()]
@@ -310,10 +308,8 @@ def training_set_batches(data: CIFAR10Data, batch_size: int, device: torch.devic
 
 def make_batches(data: CIFAR10Data, batch_size: int, device: torch.device, config: TrainConfig = TrainConfig(),
                  num_workers: int | None = None):
-    """(train, test) batches, the training ones augmented as `config` says and drawn with its seed. With
-    config.on_device_data (default: on CUDA and the CPU) the data is held on the device and whole batches are
-    augmented there, with no worker processes to compete with training for the CPU's cores; otherwise a
-    DataLoader runs the albumentations pipelines."""
+    """(train, test) batches, augmented as `config` says: whole batches on the device (default on CUDA and the
+    CPU: no worker processes compete with training for the cores), or a DataLoader of the albumentations pipeline."""
     device = torch.device(device)
     test = evaluation_batches(data, batch_size, device, config.on_device_data, num_workers)
     if _on_device(device, config.on_device_data):

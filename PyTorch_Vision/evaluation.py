@@ -1,7 +1,5 @@
-"""The one evaluation of a model over a data set, used by training (the test loss and accuracy of every
-epoch), by the report (misclassified images, confusion matrix) and for test-time augmentation, so every
-figure of one model comes from the same numbers; and what those numbers make: the confusion matrix, per-class
-accuracy."""
+"""The one evaluation of a model over a data set, `predict`, behind every test figure (each epoch's, the report's,
+test-time augmentation), and what its numbers make: mistakes, the confusion matrix, per-class accuracy."""
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +13,8 @@ from .utils import autocast
 
 
 @contextlib.contextmanager
-def _in_mode(model: nn.Module, training: bool):
+def train_mode(model: nn.Module, training: bool = True):
+    """`model` in train mode (eval mode for training=False) inside the block, as it was after, even on an error."""
     was_training = model.training
     model.train(training)
     try:
@@ -25,20 +24,13 @@ def _in_mode(model: nn.Module, training: bool):
 
 
 def eval_mode(model: nn.Module):
-    """`model` in eval mode inside the block, back in the mode it had after it, even when the block raises."""
-    return _in_mode(model, False)
-
-
-def train_mode(model: nn.Module):
-    """`model` in train mode inside the block, back in the mode it had after it, even when the block raises."""
-    return _in_mode(model, True)
+    return train_mode(model, False)
 
 
 @dataclass
 class Predictions:
-    """Model outputs over a data set, in its order (on the CPU): labels, predicted (N,) long, confidence (N,)
-    softmax probability of the predicted class, loss the mean criterion of the plain (unflipped) pass, and
-    images (N,3,H,W) normalized when asked for."""
+    """Outputs over a data set, in its order, on the CPU: the softmax `confidence` of each `predicted` class, the
+    plain images' mean `loss`, and the normalized `images` when asked for."""
 
     labels: torch.Tensor
     predicted: torch.Tensor
@@ -60,10 +52,8 @@ def _check_tta(tta: str) -> None:
 
 
 def tta_views(x: torch.Tensor, tta: str = "none") -> list[tuple[torch.Tensor, float]]:
-    """The views of (N,C,H,W) images that test-time augmentation averages, each with its weight, the images
-    themselves first. "flip": the images and their mirror images, half each; "flip-shift": airbench's views, that
-    pair at half the weight and the pair of each image moved 1 px down-right and 1 px up-left (reflected at the
-    border) at an eighth each."""
+    """(view, weight) pairs that test-time augmentation averages, the images first. "flip": they and their mirror
+    images, half each; "flip-shift": airbench's, that pair at half and each moved 1 px both ways at an eighth."""
     _check_tta(tta)
     if tta == "none":
         return [(x, 1.0)]
@@ -78,12 +68,8 @@ def tta_views(x: torch.Tensor, tta: str = "none") -> list[tuple[torch.Tensor, fl
 @torch.no_grad()
 def predict(model: nn.Module, batches, precision: str = "fp32", channels_last: bool = False,
             criterion: nn.Module | None = None, tta: str = "none", keep_images: bool = True) -> Predictions:
-    """Run `model` in eval mode over `batches` of (x, y) in `precision` ("bf16", "fp16", "fp32"); the mode is
-    restored.
-
-    tta: "flip" or "flip-shift" average the softmax over the views of `tta_views` (test-time augmentation); the
-    loss is always the plain images'.
-    keep_images: return the inputs too (for galleries); training's per-epoch evaluation does without."""
+    """`model` in eval mode over `batches` in `precision`, averaging the softmax over the `tta` views; the inputs
+    kept where `keep_images` (for galleries). The mode is restored."""
     criterion = criterion or nn.CrossEntropyLoss()
     _check_tta(tta)
     labels, predicted, confidence, images = [], [], [], []

@@ -37,16 +37,14 @@ class DeletionCurves:
 
     @property
     def deletion_gap(self) -> torch.Tensor:
-        """(N,) deletion gap: area under the random-order curve minus area under the CAM-order curve (trapezoid
-        rule over the erased share). Positive: the pixels the CAM ranks first matter more to the model than random
-        ones; about 0: no better than chance; it lies in [-1, 1]."""
+        """(N,) area under the random curve minus under the CAM's, in [-1, 1]: positive where the pixels the CAM
+        ranks first matter more to the model than random ones."""
         return torch.trapezoid(self.random - self.cam, self.fractions, dim=1)
 
 
 def impute(images: torch.Tensor, keep: torch.Tensor, fill: str = "mean", size: int = 7) -> torch.Tensor:
-    """images (N,C,H,W) normalized, keep (N,1,H,W) bool -> a new tensor with the other pixels replaced: "mean"
-    by 0 (the data set's mean colour, after normalization), "blur" by the average of the kept pixels in a
-    size x size window around each (the mean where none is kept)."""
+    """A copy of `images` with the pixels not in `keep` replaced: "mean" by the mean colour (0 once normalized),
+    "blur" by the average of the kept pixels in a size x size window (the mean where none is kept)."""
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
     keep = keep.to(images.dtype)
@@ -74,9 +72,8 @@ def random_order(n: int, pixels: int, generator: torch.Generator | None = None) 
 def erasure_curve(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, order: torch.Tensor,
                   steps: int = 20, fill: str = "mean", precision: str = "fp32",
                   batch_size: int = 256) -> torch.Tensor:
-    """(N,steps+1) softmax probability of `classes` (N,) for `images` (N,C,H,W) normalized after erasing the
-    shares 0, 1/steps, ..., 1 of their pixels in `order` (N,H*W), forward passes in `precision`, in eval mode
-    (the model's mode is restored)."""
+    """(N, steps+1) probability of `classes` after erasing 0, 1/steps, ..., all of the pixels in `order`
+    (N, H*W), in eval mode and `precision`."""
     n, _, h, w = images.shape
     device = next(model.parameters()).device
     images, classes, order = images.to(device).float(), classes.to(device).long(), order.to(device)
@@ -98,9 +95,8 @@ def deletion_curves(model: nn.Module, images: torch.Tensor, classes: torch.Tenso
                     steps: int = 20, fill: str = "mean", generator: torch.Generator | None = None,
                     batch_size: int = 256, precision: str = "fp32",
                     random: torch.Tensor | None = None) -> DeletionCurves:
-    """Deletion curves of `cams` (N,H,W) for `images` (N,C,H,W) normalized and `classes` (N,), at steps + 1
-    erased shares 0, 1/steps, ..., 1. Random order: one random permutation of the pixels per image, drawn from
-    `generator`, unless `random` (N,steps+1) gives that curve already (it is the same for every heatmap)."""
+    """Deletion curves of `cams` (N,H,W): pixels erased in their order and in a random one drawn from `generator`
+    (unless `random` gives that curve already: it is the same for every heatmap)."""
     n, _, h, w = images.shape
     if cams.shape != (n, h, w) or classes.shape != (n,):
         raise ValueError(f"need cams (N,H,W) and classes (N,) for images {tuple(images.shape)}, got "
@@ -136,10 +132,8 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def reinitialised(model: nn.Module, seed: int = 12345) -> nn.Module:
-    """A copy of `model` with every parameter drawn afresh by its layer's own initialiser (the full "cascading"
-    randomisation of Adebayo et al.); BatchNorm statistics reset too. The model itself is untouched. The seed is
-    one of its own, so that the copy differs from a model that was initialised with a small seed. The copy is
-    drawn on the CPU (the same on every device) and stays there; no generator is left changed, the GPU's included."""
+    """A copy of `model` re-drawn by each layer's own initialiser (Adebayo et al.'s full randomisation), on the CPU
+    from a seed of its own, leaving every generator (a GPU's too) as it was."""
     fresh = copy.deepcopy(model).cpu()
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)  # torch.manual_seed would reseed every GPU's too
@@ -154,9 +148,8 @@ def reinitialised(model: nn.Module, seed: int = 12345) -> nn.Module:
 def randomisation_check(model: nn.Module, layer: str, images: torch.Tensor, classes: torch.Tensor,
                         cam_class: type[BaseCAM] = GradCAM, seed: int = 12345,
                         trained: torch.Tensor | None = None) -> torch.Tensor:
-    """(N,) Spearman correlation, image by image, between the CAM of `model` at `layer` (a submodule name such as
-    "layer4.1") and the CAM of its re-initialised copy, for `classes` (N,); `trained` (N,H,W) is the model's CAM
-    where it was computed already. High: the heatmap ignores training."""
+    """(N,) rank correlation between the CAM at `layer` of `model` (`trained`, where computed already) and of its
+    re-initialised copy. High: the heatmap ignores training."""
     if trained is None:
         trained = cam_class(model, model.get_submodule(layer))(images, classes)
     fresh = reinitialised(model, seed).to(next(model.parameters()).device)
@@ -165,9 +158,8 @@ def randomisation_check(model: nn.Module, layer: str, images: torch.Tensor, clas
 
 @dataclass
 class LayerFaithfulness:
-    """One CAM layer's checks over a set of test images: deletion curves for the predicted class, the mean gap,
-    the same for random heatmaps (the control, about 0), and the median rank correlation with a re-initialised
-    model's CAM (the sanity check; lower is better)."""
+    """One layer's checks: deletion curves and mean gap, the random heatmaps' gap (the control, about 0), and the
+    median rank correlation with a re-initialised model's CAM (lower is better)."""
 
     layer: str
     map_size: int
@@ -183,10 +175,8 @@ LAYERS = ("layer4.1", "layer3.1", "layer2.1")
 def measure_fills(model: nn.Module, images: torch.Tensor, layers: tuple[str, ...] = LAYERS, steps: int = 20,
                   fills: tuple[str, ...] = FILLS, seed: int = 0,
                   precision: str = "fp32") -> dict[str, list[LayerFaithfulness]]:
-    """{fill: GradCAM faithfulness at each of `layers`} for `images` (N,3,H,W) normalized, explaining the class
-    the model predicts. Each layer's heatmaps and randomisation check are computed once for all fills; under each
-    fill the random-order curve once for all layers and the random heatmaps (the control). The erasure's forward
-    passes run in `precision` (the training's, where it is bf16: the checks' cost is almost all theirs)."""
+    """{fill: the checks at each layer} for the predicted classes: heatmaps once for all fills, each fill's random
+    curve once for all layers; the erasures in `precision` (the training's: they are nearly all the cost)."""
     device = next(model.parameters()).device
     images = images.to(device).float()
     n, _, h, w = images.shape

@@ -31,10 +31,8 @@ class LayerOutput:
 
 
 class BaseCAM:
-    """A CAM method: weights per channel of `target_layer`'s activations, summed, ReLU, upsampled, scaled.
-
-    Subclasses define `channel_weights(activations, gradients) -> (N,K)`.
-    """
+    """A CAM method: `target_layer`'s channels weighted, summed, ReLU, upsampled, scaled. Subclasses define
+    `channel_weights(activations, gradients) -> (N,K)`."""
 
     def __init__(self, model: nn.Module, target_layer: nn.Module):
         if not any(m is target_layer for m in model.modules()):

@@ -77,10 +77,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def layer_table(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)) -> str:
-    """torchsummary's layer table as a string, on the device the model lives on (CPU or CUDA).
-
-    Runs on a copy so the model's BatchNorm statistics and train/eval mode are left untouched.
-    """
+    """torchsummary's layer table as text, from a copy on the model's device (its statistics and mode untouched)."""
     from torchsummary import summary as torchsummary_summary
 
     param = next(model.parameters())

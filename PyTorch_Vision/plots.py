@@ -86,10 +86,8 @@ def plot_misclassified(images, labels, predicted, confidence, classes: Sequence[
 
 def plot_gradcam(cam: BaseCAM, inputs: torch.Tensor, images, labels: torch.Tensor, predicted: torch.Tensor,
                  classes: Sequence[str], layer_name: str, path=None, scores: Sequence[float] | None = None) -> Figure:
-    """One row per example: the image, the CAM of the predicted class, the CAM of the true class.
-
-    inputs: (N,3,H,W) normalized model inputs; images: the same, un-normalized, for display; scores: one number
-    per example shown with the predicted class's CAM (e.g. its deletion gap, faithfulness.py)."""
+    """A row per example: the image (`images`, the `inputs` unnormalized), the CAM of the predicted and of the true
+    class; `scores` (e.g. deletion gaps) titled on the predicted one."""
     n = len(inputs)
     if n == 0:
         return save_figure(_note("No misclassified test images: nothing to explain."), path)

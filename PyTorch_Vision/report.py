@@ -28,11 +28,8 @@ from .utils import choose_precision, code_version, default_device, denormalize, 
 
 @dataclass
 class Report:
-    """A run's figures and headline table. `predictions` are the final model's on the test set, evaluated as
-    training evaluated every epoch (so its accuracy is the history's last); `flip_tta` and `flip_shift_tta` add
-    test-time augmentation (evaluation.tta_views); `train_plain` and `train_cutout` are its accuracies (%) on the
-    training images unaugmented and with one CutOut square on each (does it fit what it was trained on?); `wrong`
-    indexes the misclassified images shown; `precision` is the one it was evaluated in."""
+    """A run's figures and headline: the final model's test predictions (as every epoch evaluated them), with TTA,
+    its accuracy on the training images plain and with CutOut, the mistakes shown and the precision used."""
 
     predictions: Predictions
     flip_tta: Predictions
@@ -59,10 +56,8 @@ class Report:
 def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: TrainConfig,
                 device: torch.device | str | None = None, out_dir: str | os.PathLike | None = None,
                 n_wrong: int = 10, cam_layer: str = "layer4.1", cam_scores: bool = False) -> Report:
-    """Evaluate `model` (trained by `fit` with `config`) on the test set and draw every figure; with `out_dir`,
-    saves them there as PNG (loss_accuracy, misclassified, misclassified_gradcam, confusion_matrix).
-    `cam_layer`: the GradCAM target, a submodule name of `model` ("layer4.1" is ResNet18's `layer4[-1]`);
-    `cam_scores`: title each predicted-class heatmap with its deletion gap (faithfulness.py)."""
+    """Evaluate `model` and draw every figure (saved as PNG in `out_dir`); GradCAM at `cam_layer` ("layer4.1" is
+    `model.layer4[-1]`), each heatmap titled with its deletion gap where `cam_scores`."""
     device = torch.device(device) if device is not None else default_device()
     precision, _ = recorded_precision(history.run, device, config) or choose_precision(device, config.precision)
     out = Path(out_dir) if out_dir is not None else None
@@ -104,9 +99,8 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
 def gradcam_gallery(model: nn.Module, data: CIFAR10Data, predictions: Predictions, shown: torch.Tensor,
                     layer: str = "layer4.1", fill: str | None = None, seed: int = 0,
                     path: str | os.PathLike | None = None) -> Figure:
-    """GradCAM at `layer` (a submodule name of `model`; "layer4.1" is ResNet18's `layer4[-1]`) on the test images
-    `shown` indexes in `predictions`, for the predicted and the true class; with `fill` ("mean" or "blur"), each
-    predicted-class heatmap is titled with its deletion gap under that fill (faithfulness.py)."""
+    """GradCAM at `layer` on the test images `shown`, for the predicted and the true class; with `fill`, each
+    predicted-class heatmap titled with its deletion gap under that fill."""
     inputs, labels, predicted = predictions.images[shown], predictions.labels[shown], predictions.predicted[shown]
     cam = GradCAM(model, model.get_submodule(layer))
     scores = None

@@ -1,7 +1,6 @@
-"""Training: SGD with Nesterov momentum on a OneCycle schedule stepped every batch, in mixed precision and
-channels_last (`Trainer.step`); one epoch of steps (`train_one_epoch`) and the evaluation after it; `fit`, the
-epoch loop, which checkpoints after every epoch so that a run resumed from its folder ends as an uninterrupted run
-would."""
+"""Training: the step (SGD with Nesterov momentum on a OneCycle schedule, mixed precision, channels_last), one
+epoch of steps and the evaluation after it, and `fit`, the epoch loop, which checkpoints after every epoch so that a
+resumed run ends as an uninterrupted one would."""
 from __future__ import annotations
 
 import copy
@@ -41,17 +40,15 @@ def make_criterion(config: TrainConfig) -> nn.Module:
 
 
 def warmup_and_peak(config: TrainConfig, total_steps: int) -> tuple[float, float]:
-    """The warm-up (in batches) and peak LR of a run of `total_steps` batches: max_lr, or lower in proportion when
-    the warm-up is shorter than min_warmup_steps (a fresh network blows up when the LR climbs within a few
-    batches: docs/RECIPE.md)."""
+    """The warm-up (in batches) and peak LR: max_lr, or lower in proportion when the warm-up is shorter than
+    min_warmup_steps (a fresh network blows up when the LR climbs within a few batches: docs/RECIPE.md)."""
     pct_start = min(max(config.pct_start, 2 / total_steps), 1 - 1 / total_steps)  # both phases >= one step
     warmup = pct_start * total_steps
     return warmup, config.max_lr * min(1.0, warmup / config.min_warmup_steps)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """OneCycleLR over every batch of every epoch: the LR warms up to the peak of `warmup_and_peak` and anneals;
-    the momentum moves the other way, from max_momentum to base_momentum at the LR's peak and back."""
+    """OneCycleLR stepped every batch: the LR warms up to its peak and anneals, the momentum moves the other way."""
     total = config.epochs * steps_per_epoch
     if total < 3:
         raise ValueError(f"a OneCycle schedule needs at least 3 training batches in all, this run has {total}: "
@@ -65,16 +62,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 
 class WeightAverage:
     """An exponential moving average of a model's weights and BatchNorm statistics, `module` (Polyak & Juditsky
-    1992; Page 2019 for short runs), updated with nothing read back to the host. Its state_dict is laid out as
-    torch's AveragedModel's ("module.*", "n_averaged"), which reads its counter on the device every step."""
+    1992; Page 2019), kept without reading the device (torch's AveragedModel reads its counter every step)."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.module, self.decay, self.updates = copy.deepcopy(model).requires_grad_(False), decay, 0
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """The first update copies `model`; each later one moves the float tensors 1 - decay of the way to it and
-        copies the integer ones (BatchNorm's batch counter)."""
+        """Copy `model` the first time; then move float tensors 1 - decay of the way to it, copy integer ones."""
         pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
         lerped = [(a, b) for a, b in pairs if a.is_floating_point()] if self.updates else []
         if lerped:
@@ -95,8 +90,7 @@ class WeightAverage:
 
 @dataclass
 class Trainer:
-    """What training carries from one step to the next: the model and what steps it (optimizer, LR schedule, fp16
-    loss scaler, the weights' moving average), the loss, the precision, and the batches it draws from."""
+    """What training carries from step to step: the model, what steps it, the loss, the precision, the batches."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -111,10 +105,8 @@ class Trainer:
     test_batches: object = None
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step on (x, y): forward under autocast, the loss in fp32, backward and the optimizer's step through
-        the GradScaler (which passes them through unless in fp16), the moving average, the schedule. Returns the
-        loss and logits, detached, and whether fp16 overflow made GradScaler skip the step (a bool tensor); nothing
-        is read back to the host."""
+        """One step on (x, y), reading nothing back from the device: returns the loss, the logits and whether fp16
+        overflow made GradScaler skip the step (a bool tensor). The scaler passes everything through unless fp16."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(x.device, self.precision):
@@ -173,9 +165,8 @@ class Trainer:
 def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, device: torch.device | str | None = None,
                  batch_size: int | None = None, precision: tuple[str, dict] | None = None,
                  schedule: bool = True) -> Trainer:
-    """Move `model` to `device` (default: the best available), channels_last if configured, and build what trains
-    it with `config`: batches (of `batch_size` if given), optimizer, (precision, rates) unless given, loss, the
-    OneCycle schedule (unless `schedule` is False: the LR range test sets the LR itself), the moving average."""
+    """Move `model` to `device` and build what trains it with `config` (the precision timed unless given; no
+    schedule for the LR range test, which sets the LR itself)."""
     device = torch.device(device) if device is not None else default_device()
     batch_size = batch_size or config.batch_size
     model.to(device)
@@ -194,8 +185,7 @@ def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, devic
 
 
 def train_one_epoch(t: Trainer, epoch: int, log: EpochLog, check_every: int = CHECK_EVERY) -> dict:
-    """Train on the batches of `epoch`; returns its train_loss, train_acc, lr (of its last batch), skipped_steps
-    and seconds. The running sums stay on the device and are read back once every `check_every` batches. Raises
+    """Train one epoch; its figures. The sums stay on the device, read back once every `check_every` batches;
     FloatingPointError once the loss stops being finite or fp16 overflows on every step."""
     batches = t.train_batches
     batches.set_epoch(epoch)
@@ -229,9 +219,8 @@ def train_one_epoch(t: Trainer, epoch: int, log: EpochLog, check_every: int = CH
 
 def recompute_batchnorm(model: nn.Module, batches, images: int, precision: str = "fp32",
                         channels_last: bool = False) -> None:
-    """Set `model`'s BatchNorm statistics to plain averages over the first `images` images of `batches`, with the
-    weights as they are now ("precise BN", Wu & Johnson 2021): the running averages also hold the statistics of
-    earlier weights. Training normalizes by each batch's own. Mode and momentum are restored."""
+    """BatchNorm statistics as plain averages over the first `images` of `batches` with today's weights ("precise
+    BN", Wu & Johnson 2021): the running averages also hold earlier weights'. Mode and momentum are restored."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms or images <= 0:
         return
@@ -252,8 +241,7 @@ def recompute_batchnorm(model: nn.Module, batches, images: int, precision: str =
 
 
 def evaluate(t: Trainer, epoch: int, bn_stats_images: int = 0) -> Predictions:
-    """An epoch's test figures for t.evaluated, its BatchNorm statistics first recomputed over the first
-    `bn_stats_images` of this epoch's augmented batches (where that is not 0)."""
+    """An epoch's test figures, BatchNorm statistics first recomputed over `bn_stats_images` of its batches."""
     if bn_stats_images:
         t.train_batches.set_epoch(epoch)
         recompute_batchnorm(t.evaluated, t.train_batches, bn_stats_images, t.precision, t.channels_last)
@@ -265,8 +253,7 @@ class CheckpointError(RuntimeError):
 
 
 def run_folder(out_dir: str | os.PathLike | None, resume: bool) -> Path | None:
-    """The run's folder as a Path, refused before any work when it cannot take this run: a file, another run's
-    folder (unless resuming), no checkpoint to resume."""
+    """The run's folder, refused before any work when it is a file or, unless resuming, holds another run."""
     if out_dir is None:
         if resume:
             raise ValueError("resume needs out_dir: the folder holding checkpoint.pt")
@@ -281,8 +268,8 @@ def run_folder(out_dir: str | os.PathLike | None, resume: bool) -> Path | None:
 
 
 def settings_folder(root: str | os.PathLike, config: TrainConfig, data: CIFAR10Data) -> Path:
-    """The folder under `root` for a run of `config` on `data`, named by what differs from the recipe and the full
-    data set ("recipe", "epochs=5,flip=False"): the same settings find their run again, others get their own."""
+    """A folder under `root` named by what differs from the recipe ("recipe", "epochs=5,flip=False"): the same
+    settings find their run again, other settings get their own."""
     changed = [f"{f.name}={getattr(config, f.name)}" for f in fields(config)
                if getattr(config, f.name) != f.default]
     if (len(data.train_labels), len(data.test_labels)) != (50_000, 10_000):
@@ -291,7 +278,7 @@ def settings_folder(root: str | os.PathLike, config: TrainConfig, data: CIFAR10D
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint safely (weights_only); a CheckpointError saying what to do if it is missing or corrupt."""
+    """Read a checkpoint safely (weights_only); CheckpointError, saying what to do, if it cannot be used."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: nothing to resume; start without --resume")
@@ -330,8 +317,7 @@ def check_resumable(ckpt: dict, config: TrainConfig, data: CIFAR10Data, path: Pa
 
 
 def recorded_precision(run: dict | None, device: torch.device | str, config: TrainConfig) -> tuple | None:
-    """(precision, rates) a run (its History's `run` record) last trained in, where that was on this machine: a
-    resumed or evaluated run keeps it. None for a new run, another machine or a precision set by hand."""
+    """(precision, rates) a run last trained in where that was this machine (a resumed run keeps it), else None."""
     last = ((run or {}).get("segments") or [{}])[-1]
     if config.precision != "auto" or last.get("device") != device_name(device) or "precision" not in last:
         return None
@@ -340,8 +326,8 @@ def recorded_precision(run: dict | None, device: torch.device | str, config: Tra
 
 def start(t: Trainer, config: TrainConfig, data: CIFAR10Data, out: Path | None, saved: dict | None,
           log: EpochLog) -> History:
-    """The run's History: restored with the trainer from `saved`, the checkpoint in `out`, once it is shown to be
-    this run's; else new. Records where this stretch trains, says so, and checks that `out` can be written."""
+    """The run's History, restored with the trainer from `saved` once shown to be this run's, else new; records
+    where this stretch trains and checks that `out` can be written."""
     machine = {"device": device_name(t.device), "precision": t.precision, "precision_rates": t.precision_rates or {},
                "torch": str(torch.__version__)}
     if saved is not None:
@@ -373,10 +359,8 @@ def start(t: Trainer, config: TrainConfig, data: CIFAR10Data, out: Path | None, 
 def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig(),
         device: torch.device | str | None = None, out_dir: str | os.PathLike | None = None, resume: bool = False,
         progress: str = "bar") -> History:
-    """Train `model` on `data` with `config` and return the History. With `out_dir`, checkpoint.pt and
-    history.json are written there after every epoch; with `resume`, the run goes on from the last epoch there to
-    the same result as an uninterrupted run. `progress`: "bar", "epoch" (a line per epoch) or "none". With
-    config.ema, evaluation measures the weights' average, and `model` ends holding it."""
+    """Train `model`; its History. With `out_dir`, checkpoint.pt and history.json after every epoch; `resume` goes
+    on from there. `progress`: "bar", "epoch" or "none". With config.ema, `model` ends holding the average."""
     log = EpochLog(progress, config.epochs)
     out = run_folder(out_dir, resume)
     saved = load_checkpoint(out / CHECKPOINT) if resume else None
@@ -384,8 +368,11 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
     t = make_trainer(model, data, config, device,
                      precision=recorded_precision(saved and saved["history"].get("run"), device, config))
     history = start(t, config, data, out, saved, log)
-    kept = lambda: f"the checkpoint of epoch {len(history)} is kept in {out}" if out and len(history) else \
-        "no checkpoint was written"
+
+    def kept() -> str:
+        return f"the checkpoint of epoch {len(history)} is kept in {out}" if out and len(history) else \
+            "no checkpoint was written"
+
     epoch = len(history) + 1
     try:
         for epoch in range(len(history) + 1, config.epochs + 1):

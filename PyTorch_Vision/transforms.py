@@ -57,9 +57,8 @@ def test_transforms(mean: Sequence[float], std: Sequence[float]) -> A.Compose:
 
 
 class BatchTransforms:
-    """train_transforms (`train`) and test_transforms (`normalize`) on whole (N,3,H,W) uint8 batches on `device`.
-    The constant tensors (fill colour, mean, std, pixel coordinates) are made once here, so that a batch costs
-    only its random draws and a few ops, with no host-to-device copies. Draws in the order crop, flip, CutOut."""
+    """train_transforms (`train`) and test_transforms (`normalize`) on whole uint8 batches; constant tensors made
+    once, so that a batch costs its random draws and a few ops. Draws crop, flip, CutOut in that order."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device | str,
                  config: TrainConfig = TrainConfig(), size: tuple[int, int] = (32, 32)):

@@ -75,7 +75,9 @@ def device_name(device: torch.device | str) -> str:
 
 def autocast(device: torch.device | str, precision: str):
     """torch.autocast in `precision` ("bf16", "fp16"); a context that changes nothing for "fp32"."""
-    return torch.autocast(torch.device(device).type, dtype=DTYPES[precision], enabled=precision != "fp32")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[precision])
 
 
 def cpu_has_native_bf16() -> bool:
@@ -115,9 +117,8 @@ def training_rate(model: nn.Module, precision: str, batch_size: int, channels_la
 
 def choose_precision(device: torch.device | str, requested: str = "auto", model: nn.Module | None = None,
                      batch_size: int = 128, channels_last: bool = True) -> tuple[str, dict[str, float]]:
-    """(precision, the img/s it was chosen by). "auto": bf16 on CUDA >= 8.0, fp16 (with a GradScaler) on 7.x; on
-    a CPU with native bf16 the faster of bf16 and fp32 for `model` (bf16 by 1.2x or more; bf16 without a model);
-    fp32 elsewhere. "bf16", "fp16", "fp32" force one; bf16 is refused on a GPU that would only emulate it."""
+    """(precision, img/s it was chosen by). auto: bf16 on CUDA >= 8.0, fp16 on 7.x; on a CPU with native bf16 the
+    faster for `model` (bf16 by 1.2x); else fp32. bf16 is refused on a GPU that would only emulate it."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     device = torch.device(device)

@@ -391,3 +391,22 @@ def test_training_reads_the_device_once_per_check(monkeypatch, tmp_path, ema, pr
     # in fp16, torch's GradScaler.step reads its inf flag every step (not with fused SGD, but with it, on the CPU
     # in torch 2.14, a run whose first fp16 step overflowed diverged): ours are the 3 reads of the checks
     assert training.count("step") == 40 and training.count("read") == 3 + 40 * (precision == "fp16")
+
+
+def test_changed_settings_get_a_folder_of_their_own_and_the_same_settings_find_theirs(tiny_data, tmp_path):
+    """What the notebook does when a student changes a setting and runs again: no error, a new run, said where."""
+    from PyTorch_Vision.train import CHECKPOINT, settings_folder
+
+    config = replace(CONFIG, epochs=1)
+    folder = settings_folder(tmp_path, config, tiny_data)
+    changed = settings_folder(tmp_path, replace(config, flip=False), tiny_data)
+    assert folder.name == "epochs=1,batch_size=32,max_lr=0.05,min_warmup_steps=1,precision=fp32,images=192+64"
+    assert changed.name == folder.name.replace("min_warmup_steps=1,", "min_warmup_steps=1,flip=False,")
+    assert settings_folder(tmp_path, TrainConfig(), tiny_data).name == "images=192+64"
+    first = fit(tiny_model(), tiny_data, config, device="cpu", out_dir=folder, progress="none")
+    again = fit(tiny_model(), tiny_data, config, device="cpu", out_dir=folder,
+                resume=(folder / CHECKPOINT).exists(), progress="none")
+    assert again.to_dict() == first.to_dict(), "the same settings find their finished run"
+    other = fit(tiny_model(), tiny_data, replace(config, flip=False), device="cpu", out_dir=changed,
+                resume=(changed / CHECKPOINT).exists(), progress="none")
+    assert len(other) == 1 and (changed / CHECKPOINT).exists() and other.run["config"]["flip"] is False
