@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 
 from .utils import PRECISIONS
 
+SWITCHES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 # what a number may be: (test, words for the error message)
 RANGES = {
     "any": (lambda v: True, ""),
@@ -106,13 +107,12 @@ def check(f, value) -> None:
 
 def parse(f, text: str):
     """A field's value from text ("256", "0.1", "1"/"0", "auto"); ValueError "must be ..., got 'text'"."""
-    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
     t, clean = kind(f), text.strip().lower()
     try:
         if f.default is None and clean in ("", "auto"):
             value = None
         elif t is bool:
-            value = words[clean]
+            value = SWITCHES[clean]
         else:
             value = t(text.strip())
         check(f, value)

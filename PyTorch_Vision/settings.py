@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-from .config import SettingError, config_from_env  # noqa: F401
+from .config import SWITCHES, SettingError, config_from_env  # noqa: F401
 
 
 def switch(text: str) -> bool:
-    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-    if text.strip().lower() not in words:
+    if text.strip().lower() not in SWITCHES:
         raise ValueError(f"must be 1 or 0, got {text!r}")
-    return words[text.strip().lower()]
+    return SWITCHES[text.strip().lower()]
 
 
 def one_of(*choices: str):
