@@ -47,8 +47,6 @@ class TrainConfig:
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss", "[0,1)")
     flip: bool = setting(True, "horizontal flip of half of the images")
     cutout_p: float = setting(0.5, "fraction of the images that get one 16x16 CutOut square (0: none)", "[0,1]")
-    ema: float = setting(0.0, "decay per step of an average of the weights that evaluation uses (0: the weights "
-                         "themselves)", "[0,1)")
     bn_stats_images: int = setting(2048, "BatchNorm statistics recomputed over this many training images before "
                                    "each evaluation (0: BatchNorm's running averages)", ">=0")
     seed: int = setting(0, "seed of the weights, the batches and the augmentation")

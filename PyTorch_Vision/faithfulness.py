@@ -20,8 +20,7 @@ from torch import nn
 
 from .evaluation import eval_mode
 from .gradcam import BaseCAM, GradCAM, LayerOutput
-from .utils import autocast
-from .utils import markdown_table
+from .utils import autocast, markdown_table
 
 FILLS = ("mean", "blur")
 
@@ -172,17 +171,20 @@ class LayerFaithfulness:
 LAYERS = ("layer4.1", "layer3.1", "layer2.1")
 
 
-def measure_fills(model: nn.Module, images: torch.Tensor, layers: tuple[str, ...] = LAYERS, steps: int = 20,
-                  fills: tuple[str, ...] = FILLS, seed: int = 0,
-                  precision: str = "fp32") -> dict[str, list[LayerFaithfulness]]:
-    """{fill: the checks at each layer} for the predicted classes: heatmaps once for all fills, each fill's random
-    curve once for all layers; the erasures in `precision` (the training's: they are nearly all the cost)."""
+def measure_layers(model: nn.Module, images: torch.Tensor, layers: tuple[str, ...] = LAYERS, steps: int = 20,
+                   fill: str = "blur", seed: int = 0, precision: str = "fp32") -> list[LayerFaithfulness]:
+    """The heatmap checks for the predicted classes at each of `layers`, under one fill fixed in advance (the blur,
+    which ROAD finds leaks least of the erased shape); one random order and one set of random heatmaps for all."""
     device = next(model.parameters()).device
     images = images.to(device).float()
     n, _, h, w = images.shape
     with eval_mode(model), torch.no_grad():
         predicted = model(images).argmax(1)
-    maps = {}
+    random = erasure_curve(model, images, predicted, random_order(n, h * w, torch.Generator().manual_seed(seed)),
+                           steps, fill, precision)
+    noise = torch.rand(n, h, w, generator=torch.Generator().manual_seed(seed + 1))
+    control = deletion_curves(model, images, predicted, noise, steps, fill, precision=precision, random=random)
+    results = []
     for layer in layers:
         target = model.get_submodule(layer)
         with eval_mode(model), torch.no_grad(), LayerOutput(target) as out:
@@ -190,26 +192,11 @@ def measure_fills(model: nn.Module, images: torch.Tensor, layers: tuple[str, ...
         cams = GradCAM(model, target)(images, predicted)
         correlations = randomisation_check(model, layer, images, predicted, trained=cams)
         defined = correlations[~correlations.isnan()]  # a constant heatmap has no ranking
-        maps[layer] = (cams, out.output.shape[-1], defined.median().item() if len(defined) else float("nan"))
-    noise = torch.rand(n, h, w, generator=torch.Generator().manual_seed(seed + 1))
-    checks = {}
-    for fill in fills:
-        random = erasure_curve(model, images, predicted, random_order(n, h * w, torch.Generator().manual_seed(seed)),
-                               steps, fill, precision)
-        control = deletion_curves(model, images, predicted, noise, steps, fill, precision=precision, random=random)
-        checks[fill] = []
-        for layer, (cams, size, correlation) in maps.items():
-            curves = deletion_curves(model, images, predicted, cams, steps, fill, precision=precision, random=random)
-            checks[fill].append(LayerFaithfulness(layer, size, curves, curves.deletion_gap.mean().item(),
-                                                  control.deletion_gap.mean().item(), correlation))
-    return checks
-
-
-def measure_layers(model: nn.Module, images: torch.Tensor, layers: tuple[str, ...] = LAYERS, steps: int = 20,
-                   fill: str = "blur", seed: int = 0, precision: str = "fp32") -> list[LayerFaithfulness]:
-    """The heatmap checks at each of `layers` under one fill fixed in advance (the blur, which ROAD finds leaks
-    least of the erased shape): the same random erasing order and random heatmaps for every layer."""
-    return measure_fills(model, images, layers, steps, (fill,), seed, precision)[fill]
+        curves = deletion_curves(model, images, predicted, cams, steps, fill, precision=precision, random=random)
+        results.append(LayerFaithfulness(layer, out.output.shape[-1], curves, curves.deletion_gap.mean().item(),
+                                         control.deletion_gap.mean().item(),
+                                         defined.median().item() if len(defined) else float("nan")))
+    return results
 
 
 def faithfulness_markdown(results: list[LayerFaithfulness]) -> str:

@@ -3,7 +3,6 @@ epoch of steps and the evaluation after it, and `fit`, the epoch loop, which che
 resumed run ends as an uninterrupted one would."""
 from __future__ import annotations
 
-import copy
 import io
 import math
 import os
@@ -60,34 +59,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
         max_momentum=config.max_momentum)
 
 
-class WeightAverage:
-    """An exponential moving average of a model's weights and BatchNorm statistics, `module` (Polyak & Juditsky
-    1992; Page 2019), kept without reading the device (torch's AveragedModel reads its counter every step)."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.module, self.decay, self.updates = copy.deepcopy(model).requires_grad_(False), decay, 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Copy `model` the first time; then move float tensors 1 - decay of the way to it, copy integer ones."""
-        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
-        lerped = [(a, b) for a, b in pairs if a.is_floating_point()] if self.updates else []
-        if lerped:
-            torch._foreach_lerp_([a for a, _ in lerped], [b for _, b in lerped], 1 - self.decay)
-        for average, current in pairs:
-            if not lerped or not average.is_floating_point():
-                average.copy_(current)
-        self.updates += 1
-
-    def state_dict(self) -> dict:
-        return {**{"module." + k: v for k, v in self.module.state_dict().items()},
-                "n_averaged": torch.tensor(self.updates)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict({k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"})
-        self.updates = int(state["n_averaged"])
-
-
 @dataclass
 class Trainer:
     """What training carries from step to step: the model, what steps it, the loss, the precision, the batches."""
@@ -97,7 +68,6 @@ class Trainer:
     criterion: nn.Module
     scaler: torch.amp.GradScaler
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    ema: WeightAverage | None = None
     precision: str = "fp32"
     precision_rates: dict | None = None  # img/s of each precision, where they were timed to choose it
     channels_last: bool = False
@@ -118,8 +88,6 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         skipped = self.scale() < before  # GradScaler halves its scale when it skips a step
-        if self.ema is not None:
-            self.ema.update(self.model)
         if self.scheduler is not None:
             # the schedule follows the batches, skipped steps included, so that a run ends on its planned LR
             with warnings.catch_warnings():
@@ -137,15 +105,10 @@ class Trainer:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @property
-    def evaluated(self) -> nn.Module:
-        """The model evaluation measures: the moving average where there is one."""
-        return self.ema.module if self.ema is not None else self.model
-
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None}
+                "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, ckpt: dict, path) -> None:
         try:
@@ -158,8 +121,6 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler.is_enabled() and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(ckpt["ema"])
 
 
 def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, device: torch.device | str | None = None,
@@ -180,8 +141,7 @@ def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, devic
     optimizer = make_optimizer(model, config)
     return Trainer(model, optimizer, make_criterion(config), torch.amp.GradScaler(device.type, enabled=name == "fp16"),
                    make_scheduler(optimizer, config, len(train_batches)) if schedule else None,
-                   WeightAverage(model, config.ema) if config.ema else None, name, rates, config.channels_last,
-                   train_batches, test_batches)
+                   name, rates, config.channels_last, train_batches, test_batches)
 
 
 def train_one_epoch(t: Trainer, epoch: int, log: EpochLog, check_every: int = CHECK_EVERY) -> dict:
@@ -244,8 +204,8 @@ def evaluate(t: Trainer, epoch: int, bn_stats_images: int = 0) -> Predictions:
     """An epoch's test figures, BatchNorm statistics first recomputed over `bn_stats_images` of its batches."""
     if bn_stats_images:
         t.train_batches.set_epoch(epoch)
-        recompute_batchnorm(t.evaluated, t.train_batches, bn_stats_images, t.precision, t.channels_last)
-    return predict(t.evaluated, t.test_batches, t.precision, t.channels_last, t.criterion, keep_images=False)
+        recompute_batchnorm(t.model, t.train_batches, bn_stats_images, t.precision, t.channels_last)
+    return predict(t.model, t.test_batches, t.precision, t.channels_last, t.criterion, keep_images=False)
 
 
 class CheckpointError(RuntimeError):
@@ -360,7 +320,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         device: torch.device | str | None = None, out_dir: str | os.PathLike | None = None, resume: bool = False,
         progress: str = "bar") -> History:
     """Train `model`; its History. With `out_dir`, checkpoint.pt and history.json after every epoch; `resume` goes
-    on from there. `progress`: "bar", "epoch" or "none". With config.ema, `model` ends holding the average."""
+    on from there. `progress`: "bar", "epoch" or "none"."""
     log = EpochLog(progress, config.epochs)
     out = run_folder(out_dir, resume)
     saved = load_checkpoint(out / CHECKPOINT) if resume else None
@@ -391,6 +351,4 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         raise KeyboardInterrupt(f"stopped in epoch {epoch}; {kept()}" + (
             ": resume with --resume (command line), resume=True (fit), or by running the notebook's training cell "
             "again" if out and len(history) else "")) from None
-    if t.ema is not None:  # the model handed back is the one every evaluation measured
-        model.load_state_dict(t.ema.module.state_dict())
     return history

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from PyTorch_Vision.data import load_cifar10  # noqa: E402
-from PyTorch_Vision.faithfulness import faithfulness_markdown, measure_fills  # noqa: E402
+from PyTorch_Vision.faithfulness import FILLS, faithfulness_markdown, measure_layers  # noqa: E402
 from PyTorch_Vision.models import ResNet18  # noqa: E402
 from PyTorch_Vision.plots import plot_deletion_curves  # noqa: E402
 from PyTorch_Vision.train import load_checkpoint  # noqa: E402
@@ -50,7 +50,8 @@ def main() -> None:
     record = {"device": device_name(device), "images": len(pick), "steps": args.steps, "precision": args.precision,
               "fills": {}}
     start = time.perf_counter()
-    checks = measure_fills(model, images, steps=args.steps, precision=args.precision)
+    checks = {fill: measure_layers(model, images, steps=args.steps, fill=fill, precision=args.precision)
+              for fill in FILLS}
     record["seconds"] = time.perf_counter() - start
     print(f"both fills in {record['seconds']:.0f} s", flush=True)
     for fill, results in checks.items():

@@ -10,7 +10,7 @@
 #       recipes1, recipes2 (the variants of benchmarks/recipe_sweep.txt, seeds 0-2 each, one run at a time:
 #                 the first two lines, then the rest; not yet timed at batch 128)
 #       lines    (the recipe lines to settle the default, all at once: the lines of recipe_sweep.txt named in
-#                 $LINES, default "recipe ls0.2 ema0.998_floor", seeds 0-2 each; final accuracy per seed and mean)
+#                 $LINES, default "recipe ls0.2", seeds 0-2 each; final accuracy per seed and mean)
 #       shortruns (the warm-up rule on short runs: 1 and 2 epochs of all the data, 3 epochs of 5,000 images; seeds 0
 #                 and 1; with the rule and without it (--min-warmup-steps 1), the two side by side; ~3 min)
 #       seeds    (seeds 1 and 2 through the CLI, one after the other)
@@ -86,7 +86,7 @@ shortruns() {
 recipes1() { recipes 1 2; }
 recipes2() { recipes 3 '$'; }
 lines() {  # side by side on one GPU, so their times are shared, not reported
-    local names=${LINES:-recipe ls0.2 ema0.998_floor} name
+    local names=${LINES:-recipe ls0.2} name
     for name in $names; do  # every name checked before any run starts
         grep -q "^$name\( \|$\)" benchmarks/recipe_sweep.txt \
             || { echo "no line $name in benchmarks/recipe_sweep.txt"; return 1; }

@@ -87,10 +87,10 @@ def test_recipe_options_reach_the_training_config(monkeypatch, tmp_path):
     with pytest.raises(ValueError) as e:
         cli.train(cli.build_parser().parse_args([
             "train", "--out", str(tmp_path / "o"), "--weight-decay", "1e-4", "--label-smoothing", "0",
-            "--no-flip", "--precision", "fp16", "--cutout-p", "0.25", "--ema", "0.99", "--pct-start", "0.2",
+            "--no-flip", "--precision", "fp16", "--cutout-p", "0.25", "--pct-start", "0.2",
             "--anneal", "linear", "--min-warmup-steps", "50", "--bn-stats-images", "0", "--on-device-data", "0"]))
     assert "weight_decay=0.0001, label_smoothing=0" in str(e.value) and "precision='fp16'" in str(e.value)
-    assert "flip=False, cutout_p=0.25, ema=0.99, bn_stats_images=0" in str(e.value)
+    assert "flip=False, cutout_p=0.25, bn_stats_images=0" in str(e.value)
     assert "pct_start=0.2, anneal='linear'" in str(e.value) and "min_warmup_steps=50" in str(e.value)
     assert "on_device_data=False" in str(e.value)
 

@@ -98,7 +98,7 @@ OPTIONS = {  # option: (values a user may mean, values that must be refused or f
     "--progress": (["none", "epoch", "bar"], ["loud"]),
     "--cutout-p": (["0.5", "1", "0"], ["2", "-0.1", "x"]),
     "--anneal": (["cos", "linear"], ["step"]),
-    "--ema": (["0.9", "0"], ["1", "1.5"]),
+    "--max-momentum": (["0.9", "0"], ["1", "1.5"]),
     "--bn-stats-images": (["0", "64"], ["-1", "x"]),
 }
 OUTS = ["fresh", "fresh", "existing file", "finished run"]

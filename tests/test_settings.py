@@ -32,7 +32,7 @@ def test_every_field_reads_its_default_written_out_as_itself(monkeypatch):
     ("S11_FLIP", "maybe", "S11_FLIP must be 1 or 0, got 'maybe'"),
     ("S11_ON_DEVICE_DATA", "maybe", "S11_ON_DEVICE_DATA must be 1 or 0 or auto, got 'maybe'"),
     ("S11_MAX_LR", "-1", "S11_MAX_LR must be a positive number, got '-1'"),
-    ("S11_EMA", "1", "S11_EMA must be a number from 0 up to (not including) 1, got '1'"),
+    ("S11_MAX_MOMENTUM", "1", "S11_MAX_MOMENTUM must be a number from 0 up to (not including) 1, got '1'"),
     ("S11_SEED", "1.5", "S11_SEED must be a whole number, got '1.5'"),
     ("S11_ANNEAL", "step", "S11_ANNEAL must be one of cos, linear, got 'step'"),
     ("S11_BASE_MOMENTUM", "0.99", "base_momentum (0.99) must not exceed max_momentum (0.95): the momentum cycles "

@@ -15,7 +15,6 @@ from PyTorch_Vision.models import ResNet18
 from PyTorch_Vision.train import CheckpointError, fit, load_checkpoint, make_optimizer, make_scheduler, \
     recompute_batchnorm, warmup_and_peak
 from PyTorch_Vision.utils import choose_precision
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 # TinyNet: no long warm-up; runs compared bit for bit, so not a precision timed afresh for each
 CONFIG = TrainConfig(epochs=4, batch_size=32, max_lr=0.05, seed=0, min_warmup_steps=1, precision="fp32")
@@ -110,13 +109,6 @@ def test_batchnorm_statistics_change_the_evaluation_not_the_training(tiny_data):
     for a, b in zip(statistics(recomputed), statistics(by_hand)):
         torch.testing.assert_close(a, b)
     assert not all(torch.allclose(a, b) for a, b in zip(statistics(recomputed), statistics(running)))
-    averaged = tiny_model()  # with an average of the weights, its statistics are the ones recomputed
-    fit(averaged, tiny_data, replace(config, ema=0.9), device="cpu", progress="none")
-    again = copy.deepcopy(averaged)
-    train_batches.set_epoch(2)
-    recompute_batchnorm(again, train_batches, 64, channels_last=True)
-    for a, b in zip(statistics(averaged), statistics(again)):
-        torch.testing.assert_close(a, b)
 
 
 def test_momentum_cycles_against_the_learning_rate(tiny_data):
@@ -279,7 +271,7 @@ def test_config_rejects_non_positive_values(kwargs):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"ema": 1.0}, "ema must be a number from 0 up to"), ({"label_smoothing": 1}, "label_smoothing must be"),
+    ({"max_momentum": 1.0}, "max_momentum must be a number from 0 up to"), ({"label_smoothing": 1}, "label_smoothing must be"),
     ({"pct_start": 0.0}, "pct_start must be a number between 0 and 1"), ({"flip": 1}, "flip must be True or False"),
     ({"anneal": "step"}, "anneal must be one of cos, linear"), ({"epochs": True}, "epochs must be a positive whole"),
     ({"base_momentum": 0.96}, r"base_momentum \(0.96\) must not exceed max_momentum \(0.95\)")])
@@ -317,48 +309,6 @@ def test_lr_range_test_finds_a_sensible_rate_and_restores_the_model(tiny_data):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_ema_evaluates_the_moving_average_and_hands_it_back(tiny_data, monkeypatch):
-    """Replays the average by hand from the weights after every optimizer step: the model fit returns holds
-    it, BatchNorm statistics included."""
-    decay = 0.8
-    model = tiny_model()
-    snapshots = []
-    handle = register_optimizer_step_post_hook(
-        lambda opt, args, kwargs: snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()}))
-    try:
-        # BatchNorm's statistics as the average keeps them, not recomputed, so that they can be replayed here
-        h = fit(model, tiny_data, replace(CONFIG, epochs=1, ema=decay, bn_stats_images=0), device="cpu",
-                progress="none")
-    finally:
-        handle.remove()
-    assert len(snapshots) == 6
-    floating = [k for k, v in snapshots[0].items() if v.is_floating_point()]  # not BatchNorm's batch counter,
-    expected = {k: snapshots[0][k].clone() for k in floating}                  # which momentum 0.1 never reads
-    for snap in snapshots[1:]:
-        for k in floating:
-            expected[k] = decay * expected[k] + (1 - decay) * snap[k]
-    assert len(floating) == 9  # conv; BN weight, bias, mean, var; conv weight, bias; linear weight, bias
-    for k in floating:
-        torch.testing.assert_close(model.state_dict()[k], expected[k], rtol=1e-5, atol=1e-6, msg=k)
-    from PyTorch_Vision.evaluation import predict
-    _, test_batches = make_batches(tiny_data, 32, torch.device("cpu"))
-    evaluated = predict(model, test_batches, choose_precision("cpu", CONFIG.precision)[0], CONFIG.channels_last)
-    assert evaluated.accuracy == h.test_acc[-1], "the history measured the averaged weights"
-
-
-@pytest.mark.slow
-def test_ema_resumes_to_the_same_run(tiny_data, tmp_path):
-    config = replace(CONFIG, ema=0.9)
-    straight = fit(tiny_model(), tiny_data, config, device="cpu", progress="none")
-    killed = CrashAfter(tiny_model(), n=2 * (6 + 6 + 2) + 4)
-    with pytest.raises(KeyboardInterrupt):
-        fit(killed, tiny_data, config, device="cpu", out_dir=tmp_path, progress="none")
-    resumed = fit(CrashAfter(tiny_model(seed=99), n=-1), tiny_data, config, device="cpu", out_dir=tmp_path,
-                  resume=True, progress="none")
-    for key in HISTORY_KEYS[:-1]:
-        assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6, abs=1e-7), key
-
-
 def test_history_json_records_what_produced_the_run(tiny_data, tmp_path):
     config = replace(CONFIG, epochs=1, cutout_p=0.25)
     fit(tiny_model(), tiny_data, config, device="cpu", out_dir=tmp_path, progress="none")
@@ -369,8 +319,8 @@ def test_history_json_records_what_produced_the_run(tiny_data, tmp_path):
     assert run["precision"] == choose_precision("cpu", config.precision)[0] and run["device"].startswith("CPU")
 
 
-@pytest.mark.parametrize("ema, precision", [(0.0, "fp32"), (0.9, "fp32"), (0.0, "fp16")])
-def test_training_reads_the_device_once_per_check(monkeypatch, tmp_path, ema, precision):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_training_reads_the_device_once_per_check(monkeypatch, tmp_path, precision):
     """Each read of a device value (.item(), .tolist(), bool(), float(), int()) makes the host wait for the GPU:
     an epoch of 40 batches reads its running sums once every 16 (at 16, 32 and the last), with a run folder."""
     import PyTorch_Vision.train as train_module
@@ -384,7 +334,7 @@ def test_training_reads_the_device_once_per_check(monkeypatch, tmp_path, ema, pr
     monkeypatch.setattr(train_module.Trainer, "step", lambda self, x, y: events.append("step") or step(self, x, y))
     monkeypatch.setattr(train_module, "evaluate", lambda *a: events.append("evaluate") or evaluate(*a))
     data = synthetic_cifar10(n_train=160, n_test=16, seed=0)
-    config = TrainConfig(epochs=1, batch_size=4, ema=ema, bn_stats_images=0, precision=precision,
+    config = TrainConfig(epochs=1, batch_size=4, bn_stats_images=0, precision=precision,
                          min_warmup_steps=1)
     fit(TinyNet(), data, config, "cpu", out_dir=tmp_path, progress="none")
     training = events[events.index("step"):events.index("evaluate")]
