@@ -1,13 +1,7 @@
-"""Can we trust a heatmap? Two checks from the literature, for any CAM method of gradcam.py:
-
-- Deletion curves (Petsiuk et al., 2018, "RISE", Sec. 4.1): erase the pixels a CAM ranks most important first
-  and watch the probability of the explained class fall; the same with pixels erased in random order is the
-  baseline. Erased pixels get the data set's mean colour, or, as ROAD (Rong et al., 2022) argues leaks less of
-  the erased shape, an imputation from the pixels that are kept ("blur": a normalized convolution).
-- The model-randomisation sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps"): the CAM of
-  the trained model against the CAM of the same network with re-initialised weights; a heatmap that barely
-  changes explains the architecture, not what the model learned.
-"""
+"""Can we trust a heatmap? Deletion curves (Petsiuk et al., 2018, "RISE"): erase the pixels a CAM ranks first and
+watch the class probability fall, against erasing in random order; erased pixels imputed from the kept ones ("blur",
+after ROAD, Rong et al., 2022) or set to the mean colour. And the model-randomisation check (Adebayo et al., 2018):
+a heatmap that barely changes when the weights are re-drawn explains the architecture, not what was learned."""
 from __future__ import annotations
 
 import copy

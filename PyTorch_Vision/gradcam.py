@@ -1,8 +1,5 @@
-"""Class activation maps by gradients: GradCAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep
-Networks via Gradient-based Localization", ICCV 2017).
-
-For 32x32 inputs, ResNet18's layer4 gives a 4x4 map (coarse, closest to the decision), layer3 an 8x8 one.
-"""
+"""GradCAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
+ICCV 2017). For 32x32 inputs ResNet18's layer4 gives a 4x4 map (coarse, closest to the decision), layer3 an 8x8."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,9 +1,6 @@
-"""ResNet for 32x32 inputs (He et al., "Deep Residual Learning for Image Recognition", 2016).
-
-The CIFAR variant of kuangliu/pytorch-cifar: a 3x3 stem instead of the 7x7 conv + max-pool of the
-ImageNet model, so layer4 sees a 4x4 map. The stages keep the names layer1..layer4, and
-`model.layer4[-1]` is the natural GradCAM target.
-"""
+"""ResNet for 32x32 inputs (He et al., "Deep Residual Learning for Image Recognition", 2016), as in
+kuangliu/pytorch-cifar: a 3x3 stem instead of the ImageNet 7x7 conv + max-pool, so layer4 sees a 4x4 map; the
+stages keep the names layer1..layer4, and `model.layer4[-1]` is the natural GradCAM target."""
 from __future__ import annotations
 
 import contextlib

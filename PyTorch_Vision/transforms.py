@@ -1,9 +1,6 @@
-"""The augmentation: albumentations pipelines (the reference definition, used by the DataLoader path) and the same
-distribution on whole batches of tensors (what training uses on CUDA and the CPU: no per-image work, no workers).
-
-Recipe: pad 4 px with the mean colour, random 32x32 crop (all 81 offsets), horizontal flip, one 16x16 CutOut
-square (DeVries & Taylor, 2017) filled with the mean colour on a fraction `cutout_p` of the images, normalize.
-"""
+"""The augmentation: pad 4 px with the mean colour, random 32x32 crop, horizontal flip, one 16x16 CutOut square
+(DeVries & Taylor, 2017) on a fraction `cutout_p` of the images, normalize. As albumentations pipelines (the
+reference, for the DataLoader path) and as the same distribution on whole batches of tensors (what training uses)."""
 from __future__ import annotations
 
 import os

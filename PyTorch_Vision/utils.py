@@ -36,17 +36,14 @@ def resolve_device(name: str | None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or mps, or leave it out for the best "
-                         "available") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: this machine has no CUDA GPU that PyTorch can use; use cpu, or leave "
-                         "the device out")
+        device = torch.device("meta")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or mps, or leave it out for the best one")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: there are only {torch.cuda.device_count()} CUDA GPUs (cuda:0 ...)")
+        raise ValueError(f"device {name!r}: this machine has no CUDA GPU of that number for PyTorch "
+                         f"({torch.cuda.device_count()} found); use cpu, or leave the device out")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {name!r}: Apple's MPS is not available here; use cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {name!r}: training here runs on cpu, cuda or mps")
     return device
 
 
@@ -55,21 +52,14 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows ("" if nothing)."""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def device_name(device: torch.device | str) -> str:
-    """A human name for the device: the GPU model, or the CPU model with its core count."""
+    """A human name for the device: the GPU model, or the CPU model (from /proc/cpuinfo on Linux) with its cores."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = cpu_model()
+    model = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     return f"CPU{': ' + model if model else ''} ({usable_cores()} cores, {torch.get_num_threads()} torch threads)"
 
 
