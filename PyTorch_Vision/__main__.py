@@ -1,12 +1,15 @@
 """Command line: `python -m PyTorch_Vision train --data-dir DIR --out runs/r1` runs the whole job (data, model
 summary, training with a checkpoint after each epoch, curves, misclassified and GradCAM galleries, confusion
-matrix)."""
+matrix); under torchrun, one run across its processes (docs/USAGE.md, "Several GPUs")."""
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
+
+import torch.distributed as dist
 
 from .config import add_options, config_from_args
 from .data import DataError, load_cifar10
@@ -15,7 +18,8 @@ from .lr_finder import lr_find
 from .models import ResNet18, layer_table
 from .plots import plot_lr_find
 from .report import make_report
-from .train import CHECKPOINT, CheckpointError, fit, load_checkpoint, run_folder
+from .train import CHECKPOINT, CheckpointError, check_split, fit, load_checkpoint, rank_and_world, run_folder, \
+    setup_distributed
 from .utils import OutputError, atomic_write, choose_precision, device_name, resolve_device, seed_everything
 
 
@@ -63,21 +67,26 @@ def train(args: argparse.Namespace) -> None:
     if args.resume:
         load_checkpoint(out / CHECKPOINT)  # fail before loading data when there is nothing to resume
     config = config_from_args(args)
-    device = resolve_device(args.device)
+    device = setup_distributed(args.device)
+    rank, world = rank_and_world()
+    check_split(config.batch_size, 0, world)
     choose_precision(device, config.precision)  # refuses bf16 on a GPU without it before loading data
+    say = print if rank == 0 else lambda *args: None  # rank 0 alone prints and writes
     data = load_cifar10(args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test)
-    print(f"data: {data.source}: {len(data.train_labels)} train / {len(data.test_labels)} test images")
-    print(f"device: {device_name(device)}")
+    say(f"data: {data.source}: {len(data.train_labels)} train / {len(data.test_labels)} test images")
+    say(f"device: {device_name(device)}" + (f", one of {world} processes" if world > 1 else ""))
     seed_everything(config.seed)
     model = ResNet18(num_classes=len(data.classes))
-    print(layer_table(model))
+    say(layer_table(model))
     history = fit(model, data, config, device=device, out_dir=out, resume=args.resume, progress=args.progress)
-    report = make_report(model, data, history, config, device, out)
-    print(report.headline_markdown())
-    print(f"wrote {out}/")
+    if rank == 0:
+        say(make_report(model, data, history, config, device, out).headline_markdown())
+        say(f"wrote {out}/")
 
 
 def find_lr(args: argparse.Namespace) -> None:
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ValueError("lr-find runs in one process: start it without torchrun")
     out = run_folder(args.out, resume=False)
     config = config_from_args(args)
     device = resolve_device(args.device)
@@ -104,12 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(results_markdown(History.load(args.history), epochs=not args.headline))
     except (DataError, CheckpointError, FloatingPointError, ValueError, OutputError) as e:
-        print(f"error: {e.strerror if isinstance(e, OutputError) else e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, every process meets the same error
+            print(f"error: {e.strerror if isinstance(e, OutputError) else e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}" if str(e) else "interrupted before training started; nothing was written",
               file=sys.stderr)
         return 130
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

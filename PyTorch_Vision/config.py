@@ -54,6 +54,8 @@ class TrainConfig:
                              "(Colab's T4); on a CPU with native bf16 the faster of bf16 and fp32, else fp32",
                              choices=PRECISIONS)
     channels_last: bool = setting(True, "channels_last memory format (faster convolutions)")
+    sync_batchnorm: bool = setting(False, "under torchrun on GPUs, BatchNorm statistics over the whole global "
+                                   "batch (SyncBatchNorm) instead of each process's part")
     on_device_data: bool | None = setting(None, "1: the data held and augmented as whole batches on the device; "
                                           "0: the albumentations DataLoader; auto: 1 on CUDA and the CPU")
 

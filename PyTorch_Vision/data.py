@@ -1,8 +1,6 @@
-"""CIFAR-10 in memory as uint8 arrays, read from an ImageFolder copy (`train/<class>/*`, `test/<class>/*`),
-torchvision's `cifar-10-batches-py` folder or torchvision's download (or a small synthetic stand-in for tests);
-and the batches training and evaluation draw from it, two ways: the whole set held on the device and augmented
-a batch at a time there as tensors (CUDA and the CPU), or a DataLoader running the albumentations pipeline (the
-reference definition; MPS)."""
+"""CIFAR-10 in memory as uint8 arrays (from an ImageFolder copy, torchvision's pickles or its download, or a
+synthetic stand-in for tests), and its batches two ways: augmented as whole tensors on the device (CUDA and the CPU),
+or by a DataLoader running the albumentations pipeline (the reference definition; MPS)."""
 from __future__ import annotations
 
 import math
@@ -276,6 +274,13 @@ class DeviceBatches:
                 yield self.transforms.train(images, self.generator), labels
             else:
                 yield self.transforms.normalize(images), labels
+
+
+def shard(batches, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Process `rank`'s 1/`world` of every batch: together the processes train on the batches one would."""
+    for x, y in batches:
+        size = len(y) // world
+        yield x[rank * size:(rank + 1) * size], y[rank * size:(rank + 1) * size]
 
 
 def _on_device(device: torch.device, on_device: bool | None) -> bool:

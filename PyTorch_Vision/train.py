@@ -1,6 +1,6 @@
 """Training: the step (SGD with Nesterov momentum on a OneCycle schedule, mixed precision, channels_last), one
 epoch of steps and the evaluation after it, and `fit`, the epoch loop, which checkpoints after every epoch so that a
-resumed run ends as an uninterrupted one would."""
+resumed run ends as an uninterrupted one would; under torchrun, one run across its processes (DDP)."""
 from __future__ import annotations
 
 import io
@@ -13,16 +13,51 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .config import TrainConfig
-from .data import CIFAR10Data, make_batches
+from .data import CIFAR10Data, make_batches, shard
 from .evaluation import Predictions, predict, train_mode
 from .history import EpochLog, History
-from .utils import atomic_write, autocast, choose_precision, default_device, device_name, precision_text
+from .utils import atomic_write, autocast, choose_precision, default_device, device_name, precision_text, \
+    resolve_device
 
 CHECK_EVERY = 16  # batches between two reads of the running sums (each read waits for the device)
 CHECKPOINT = "checkpoint.pt"
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes training together: (0, 1) outside torchrun."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def setup_distributed(device: str | None = None) -> torch.device:
+    """Under torchrun (RANK set), join its processes, NCCL with one GPU each or gloo on the CPU, and return this
+    process's device; without torchrun, the device named (None: the best available)."""
+    if "RANK" not in os.environ:
+        return resolve_device(device)
+    device = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        device = resolve_device(f"cuda:{os.environ['LOCAL_RANK']}")
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ValueError(f"several processes train on CUDA GPUs or on the CPU, not on {device.type}: use --device "
+                         "cuda or cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def check_split(batch_size: int, n_train: int, world: int) -> None:
+    """Refuse a global batch, or an epoch's last batch, that `world` processes cannot share evenly."""
+    last = n_train % batch_size if n_train % batch_size != 1 else 0  # a last batch of one image is dropped
+    if batch_size % world or last % world:
+        raise ValueError(f"batch_size {batch_size} cannot be split evenly over {world} processes"
+                         + (f" (the last batch of each epoch holds {last} of the {n_train:,} training images)"
+                            if not batch_size % world else "")
+                         + f": choose a batch size that leaves every batch a multiple of {world} images")
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -61,7 +96,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 
 @dataclass
 class Trainer:
-    """What training carries from step to step: the model, what steps it, the loss, the precision, the batches."""
+    """What training carries from step to step: the model (DDP-wrapped on several processes), what steps it, the
+    loss, the precision, the batches (each process trains on its `rank`'s part of every batch)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -73,6 +109,8 @@ class Trainer:
     channels_last: bool = False
     train_batches: object = None  # data.DeviceBatches or data.LoaderBatches
     test_batches: object = None
+    rank: int = 0
+    world: int = 1
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step on (x, y), reading nothing back from the device: returns the loss, the logits and whether fp16
@@ -105,14 +143,19 @@ class Trainer:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def raw_model(self) -> nn.Module:
+        """The model itself, without DDP's wrapper: what is evaluated and checkpointed."""
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, ckpt: dict, path) -> None:
         try:
-            self.model.load_state_dict(ckpt["model"])
+            self.raw_model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
             raise CheckpointError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0]}); "
                                   "resume with the model it was trained with") from None
@@ -127,21 +170,33 @@ def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, devic
                  batch_size: int | None = None, precision: tuple[str, dict] | None = None,
                  schedule: bool = True) -> Trainer:
     """Move `model` to `device` and build what trains it with `config` (the precision timed unless given; no
-    schedule for the LR range test, which sets the LR itself)."""
+    schedule for the LR range test, which sets the LR itself); under torchrun, wrapped in DDP."""
     device = torch.device(device) if device is not None else default_device()
     batch_size = batch_size or config.batch_size
+    rank, world = rank_and_world()
+    check_split(batch_size, len(data.train_labels), world)
+    if config.sync_batchnorm and world > 1:
+        if device.type != "cuda":
+            raise ValueError("sync_batchnorm needs CUDA GPUs (NCCL): torch's SyncBatchNorm does not run on the CPU; "
+                             "train without it")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # inputs are always 32x32: let cuDNN time and keep its fastest kernels
-    name, rates = precision or choose_precision(device, config.precision, model,
-                                                min(batch_size, len(data.train_labels)), config.channels_last)
+    chosen = [precision or (choose_precision(device, config.precision, model, min(batch_size // world,
+              len(data.train_labels)), config.channels_last) if rank == 0 else None)]
+    if world > 1:  # rank 0 times the precisions and every process trains in its choice
+        dist.broadcast_object_list(chosen)
+    name, rates = chosen[0]
     train_batches, test_batches = make_batches(data, batch_size, device, config)
     optimizer = make_optimizer(model, config)
+    if world > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return Trainer(model, optimizer, make_criterion(config), torch.amp.GradScaler(device.type, enabled=name == "fp16"),
                    make_scheduler(optimizer, config, len(train_batches)) if schedule else None,
-                   name, rates, config.channels_last, train_batches, test_batches)
+                   name, rates, config.channels_last, train_batches, test_batches, rank, world)
 
 
 def train_one_epoch(t: Trainer, epoch: int, log: EpochLog, check_every: int = CHECK_EVERY) -> dict:
@@ -153,7 +208,7 @@ def train_one_epoch(t: Trainer, epoch: int, log: EpochLog, check_every: int = CH
     start = time.perf_counter()
     sums = torch.zeros(4, device=t.device)  # loss * images, correct, images counted, steps skipped
     with log.bar(epoch, len(batches)) as bar:
-        for i, (x, y) in enumerate(batches, 1):
+        for i, (x, y) in enumerate(shard(batches, t.rank, t.world), 1):
             lr = t.optimizer.param_groups[0]["lr"]
             loss, logits, skipped = t.step(x, y)
             counted = ~skipped | loss.isfinite()  # the loss of a step that overflowed fp16 says nothing
@@ -163,7 +218,11 @@ def train_one_epoch(t: Trainer, epoch: int, log: EpochLog, check_every: int = CH
                 bar.update(1)
             if i % check_every and i < len(batches):
                 continue
-            loss_sum, correct, seen, skips, scale = torch.cat([sums, t.scale().view(1)]).tolist()  # one host read
+            totals = torch.cat([sums, t.scale().view(1)])
+            if t.world > 1:  # the sums of every process; each has the same scale and skipped steps
+                dist.all_reduce(totals)
+                totals[3:] /= t.world
+            loss_sum, correct, seen, skips, scale = totals.tolist()  # one host read
             if scale < 1:  # each overflow halves it: the run has diverged
                 raise FloatingPointError(f"the fp16 loss or its gradients overflowed on every recent step "
                                          f"(GradScaler's scale fell to {scale:.2g})")
@@ -201,11 +260,12 @@ def recompute_batchnorm(model: nn.Module, batches, images: int, precision: str =
 
 
 def evaluate(t: Trainer, epoch: int, bn_stats_images: int = 0) -> Predictions:
-    """An epoch's test figures, BatchNorm statistics first recomputed over `bn_stats_images` of its batches."""
+    """An epoch's test figures, BatchNorm statistics first recomputed over `bn_stats_images` of its (whole)
+    batches: every process evaluates alike."""
     if bn_stats_images:
         t.train_batches.set_epoch(epoch)
-        recompute_batchnorm(t.model, t.train_batches, bn_stats_images, t.precision, t.channels_last)
-    return predict(t.model, t.test_batches, t.precision, t.channels_last, t.criterion, keep_images=False)
+        recompute_batchnorm(t.raw_model, t.train_batches, bn_stats_images, t.precision, t.channels_last)
+    return predict(t.raw_model, t.test_batches, t.precision, t.channels_last, t.criterion, keep_images=False)
 
 
 class CheckpointError(RuntimeError):
@@ -289,7 +349,7 @@ def start(t: Trainer, config: TrainConfig, data: CIFAR10Data, out: Path | None, 
     """The run's History, restored with the trainer from `saved` once shown to be this run's, else new; records
     where this stretch trains and checks that `out` can be written."""
     machine = {"device": device_name(t.device), "precision": t.precision, "precision_rates": t.precision_rates or {},
-               "torch": str(torch.__version__)}
+               "processes": t.world, "torch": str(torch.__version__)}
     if saved is not None:
         check_resumable(saved, config, data, out / CHECKPOINT)
         t.load_state_dict(saved, out / CHECKPOINT)
@@ -309,7 +369,7 @@ def start(t: Trainer, config: TrainConfig, data: CIFAR10Data, out: Path | None, 
         history.run["segments"] = history.run.get("segments", []) + [{"from_epoch": len(history) + 1, **machine}]
         log.write(f"training on {machine['device']} in {precision_text(t.precision, t.precision_rates)}"
                   + (f", checkpoints in {out}" if out is not None else ""))
-    if out is not None:  # find a full disk or a read-only folder now, not after the first epoch
+    if out is not None and t.rank == 0:  # find a full disk or a read-only folder now, not after the first epoch
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / ".write-test", b"")
         (out / ".write-test").unlink()
@@ -321,7 +381,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
         progress: str = "bar") -> History:
     """Train `model`; its History. With `out_dir`, checkpoint.pt and history.json after every epoch; `resume` goes
     on from there. `progress`: "bar", "epoch" or "none"."""
-    log = EpochLog(progress, config.epochs)
+    log = EpochLog(progress if rank_and_world()[0] == 0 else "none", config.epochs)  # rank 0 alone prints
     out = run_folder(out_dir, resume)
     saved = load_checkpoint(out / CHECKPOINT) if resume else None
     device = torch.device(device) if device is not None else default_device()
@@ -342,7 +402,7 @@ def fit(model: nn.Module, data: CIFAR10Data, config: TrainConfig = TrainConfig()
             seconds = trained.pop("seconds") + time.perf_counter() - evaluated
             history.append(epoch=epoch, test_loss=test.loss, test_acc=test.accuracy, epoch_seconds=seconds, **trained)
             log.epoch(history)
-            if out is not None:
+            if out is not None and t.rank == 0:  # and writes
                 save_checkpoint(out, t, history, config, data)
     except FloatingPointError as e:
         raise FloatingPointError(f"{e} in epoch {epoch} ({precision_text(t.precision)}); {kept()}. Lower max_lr "

@@ -7,6 +7,8 @@ its figure and PASS or FAIL.
               GPU): finite losses, fp16 steps skipped, images per second
   notebook    S11_ResNet18.ipynb with S11_EPOCHS=2 and the full heatmap checks: rc 0, its figures, peak GPU memory
   resume-cpu  the chosen precision's GPU checkpoint resumed with --device cpu: "finished", the report drawn
+  ddp         with two or more GPUs, 1 epoch of the command line under torchrun on 1 and on 2 GPUs: img/s of each
+              (the scaling); with one GPU, two processes sharing it over gloo: the CUDA path of DDP
 
     python benchmarks/gpu_check.py --data-dir DATA_DIR --out OUT_DIR
 """
@@ -121,11 +123,53 @@ def check_resume_on_cpu(name: str, data_dir: str, out: Path) -> bool:
                 f"{(out / name / 'confusion_matrix.png').exists()}")
 
 
+def ddp_worker(data_dir: str, out: str) -> None:
+    """One of two torchrun processes sharing GPU 0 over gloo (NCCL needs a GPU each): 1 epoch of 5,120 images."""
+    import torch.distributed as dist
+
+    from PyTorch_Vision.train import fit
+
+    dist.init_process_group("gloo")
+    torch.manual_seed(0)
+    fit(ResNet18(), load_cifar10(data_dir, limit_train=5120, limit_test=1000), TrainConfig(epochs=1), "cuda:0",
+        out, progress="epoch")
+    dist.destroy_process_group()
+
+
+def check_ddp(data_dir: str, out: Path) -> bool:
+    gpus = torch.cuda.device_count()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    if gpus < 2:
+        command = [*torchrun, "--nproc-per-node=2", str(Path(__file__).resolve()), "--data-dir", data_dir, "--out",
+                   str(out / "ddp-gloo"), "--ddp-worker"]
+        with open(out / "ddp-gloo.log", "w") as f:
+            done = subprocess.run(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        history = out / "ddp-gloo" / "history.json"
+        ok = done.returncode == 0 and json.loads(history.read_text())["run"]["processes"] == 2
+        return line("ddp", ok, f"rc {done.returncode}: 2 processes on 1 GPU over gloo, one history: {ok}")
+    rates = {}
+    for n in (1, 2):
+        folder = out / f"ddp-{n}gpu"
+        with open(out / f"ddp-{n}gpu.log", "w") as f:
+            done = subprocess.run([*torchrun, f"--nproc-per-node={n}", "-m", "PyTorch_Vision", "train", "--data-dir",
+                                   data_dir, "--epochs", "1", "--out", str(folder), "--progress", "epoch"], cwd=ROOT,
+                                  stdout=f, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            return line("ddp", False, f"rc {done.returncode} on {n} GPUs: see {out}/ddp-{n}gpu.log")
+        rates[n] = 50_000 / json.loads((folder / "history.json").read_text())["epoch_seconds"][0]
+    return line("ddp", True, f"1 GPU {rates[1]:.0f} img/s, 2 GPUs {rates[2]:.0f} img/s ({rates[2] / rates[1]:.2f}x; "
+                f"training and evaluation, 1 epoch each) of {gpus} GPUs")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, help="the CIFAR-10 copy (ImageFolder train/ and test/)")
     parser.add_argument("--out", required=True, help="folder for the runs and logs")
+    parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)  # what check_ddp starts
     args = parser.parse_args(argv)
+    if args.ddp_worker:
+        ddp_worker(args.data_dir, args.out)
+        return 0
     if not Path(args.data_dir).is_dir():
         print(f"error: --data-dir {args.data_dir} is not a folder: give the CIFAR-10 copy's folder", file=sys.stderr)
         return 1
@@ -139,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                check_cli("cli-" + chosen, args.data_dir, out, chosen)]
     if chosen != "fp16":
         results.append(check_cli("cli-fp16", args.data_dir, out, "fp16"))
-    results += [check_notebook(args.data_dir, out), check_resume_on_cpu("cli-" + chosen, args.data_dir, out)]
+    results += [check_notebook(args.data_dir, out), check_resume_on_cpu("cli-" + chosen, args.data_dir, out),
+                check_ddp(args.data_dir, out)]
     print(f"{sum(results)} of {len(results)} checks passed")
     return 0 if all(results) else 1
 

@@ -27,6 +27,19 @@ class TinyNet(nn.Module):
         return self.linear(self.features(x).mean((2, 3)))
 
 
+class PlainNet(nn.Module):
+    """TinyNet without BatchNorm: a step on a batch split over processes equals the step on the whole batch."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+        self.linear = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.linear(self.features(x).mean((2, 3)))
+
+
 class CrashAfter(nn.Module):
     """Wraps a model and raises on the n-th forward pass: a run killed in the middle of an epoch."""
 
