@@ -70,6 +70,7 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
     train_plain, train_cutout = (
         predict(model, training_set_batches(data, config.batch_size, device, cutout, config.seed), precision,
                 config.channels_last, criterion, keep_images=False).accuracy for cutout in (False, True))
+    processes = max([segment.get("processes", 1) for segment in history.run.get("segments", [])], default=1)
     wrong = misclassified(preds, n_wrong)
     shown = denormalize(preds.images[wrong], data.mean, data.std)
     return Report(
@@ -85,7 +86,8 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
             ("final model with flip + 1-px shift test-time augmentation", f"{flip_shift_tta.accuracy:.2f}%"),
             ("final model on the training images, unaugmented / with one CutOut square on each",
              f"{train_plain:.2f}% / {train_cutout:.2f}%"),
-            ("device, precision", f"{device_name(device)}, {precision_text(precision)}"),
+            ("device, precision", f"{device_name(device)}, {precision_text(precision)}"
+             + (f"; trained by up to {processes} processes (torchrun)" if processes > 1 else "")),
             ("data", f"{data.source} ({len(data.train_labels):,} train / {len(data.test_labels):,} test)"),
             ("seed, batch size, max LR", f"{config.seed}, {config.batch_size}, {config.max_lr}" + (
                 f" (peaked at {peak:.3g}: a warm-up under {config.min_warmup_steps} batches)"

@@ -120,6 +120,7 @@ def test_resnet18_on_two_processes_or_two_nodes_is_one_run_and_the_same_each_tim
     assert histories[0]["run"]["processes"] == 2
     assert histories[0]["train_acc"][-1] > 30, "it learns (10% is chance)"
     assert first.stdout.count("epoch  3/3") == 1 and first.stdout.count("Total params") == 1
+    assert "; trained by up to 2 processes (torchrun) |" in first.stdout, "the headline says how it trained"
     assert {"checkpoint.pt", "history.json", "loss_accuracy.png"} <= {p.name for p in (tmp_path / "first").iterdir()}
 
     with socket.socket() as s:

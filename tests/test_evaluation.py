@@ -93,6 +93,7 @@ def test_the_report_and_the_history_give_one_accuracy_for_one_model(tiny_data, t
     summary = dict(report.headline)
     assert summary["final test accuracy (epoch 1)"] == f"**{history.test_acc[-1]:.2f}%**"
     assert summary["other settings than the recipe's"] == "none"
+    assert summary["device, precision"].startswith("CPU") and "processes" not in summary["device, precision"]
     assert summary["seed, batch size, max LR"] == "0, 32, 0.05 (peaked at 0.001: a warm-up under 100 batches)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion_matrix.png", "loss_accuracy.png",
                                                           "misclassified.png", "misclassified_gradcam.png"]
