@@ -66,10 +66,6 @@ class TrainConfig:
             raise ValueError(f"base_momentum ({self.base_momentum}) must not exceed max_momentum "
                              f"({self.max_momentum}): the momentum cycles from max down to base and back")
 
-    def augmentation(self) -> TrainConfig:
-        """The committed notebook's name for the settings its augmentation reads; goes with its next run."""
-        return self
-
 
 def kind(f) -> type:
     """The type a field holds: int, float, bool or str (the optional in `bool | None` set aside)."""

@@ -205,10 +205,3 @@ def faithfulness_markdown(results: list[LayerFaithfulness]) -> str:
 def best_layer(results: list[LayerFaithfulness]) -> LayerFaithfulness:
     """The layer whose heatmaps have the largest mean deletion gap."""
     return max(results, key=lambda r: r.deletion_gap)
-
-
-def favoured_layer(checks: dict[str, list[LayerFaithfulness]]) -> tuple[str, LayerFaithfulness]:
-    """The committed notebook's choice, until its next run: the fill under which the best layer stands furthest
-    above the random-heatmap control, and that layer."""
-    fill = max(checks, key=lambda f: best_layer(checks[f]).deletion_gap - best_layer(checks[f]).random_cam_gap)
-    return fill, best_layer(checks[fill])

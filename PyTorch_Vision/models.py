@@ -84,6 +84,3 @@ def layer_table(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)
     with contextlib.redirect_stdout(text):
         torchsummary_summary(probe, input_size, device=device)
     return text.getvalue()
-
-
-summary = layer_table  # the notebook's name for it until the notebook's next full run

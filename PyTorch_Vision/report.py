@@ -47,11 +47,6 @@ class Report:
     def headline_markdown(self) -> str:
         return markdown_table(("", ""), self.headline)
 
-    @property
-    def summary(self) -> list[tuple[str, str]]:
-        """The committed notebook's name for `headline`; goes with its next run."""
-        return self.headline
-
 
 def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: TrainConfig,
                 device: torch.device | str | None = None, out_dir: str | os.PathLike | None = None,

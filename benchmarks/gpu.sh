@@ -58,7 +58,7 @@ calibration() {
     rm -f "$out"/calib/cifar10/*.pt
 }
 faithfulness() {
-    python3 benchmarks/faithfulness.py --checkpoint "$out/run_nb/checkpoint.pt" --data-dir "$data" \
+    python3 benchmarks/faithfulness.py --checkpoint "$out/run_nb/recipe/checkpoint.pt" --data-dir "$data" \
         --out "$out/faithfulness"
 }
 recipes() {  # recipes FIRST LAST: the lines FIRST..LAST of benchmarks/recipe_sweep.txt, 3 seeds each

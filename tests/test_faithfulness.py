@@ -161,17 +161,12 @@ def test_measure_layers_finds_the_layer_that_sees_what_the_model_uses():
     assert abs(masked.random_cam_gap) < 0.05, "random heatmaps: about chance"
 
 
-def test_the_favoured_layer_is_the_best_one_under_the_fill_that_separates_most():
-    from PyTorch_Vision.faithfulness import LayerFaithfulness, favoured_layer
+def test_the_best_layer_is_the_one_with_the_largest_deletion_gap():
+    from PyTorch_Vision.faithfulness import LayerFaithfulness, best_layer
 
-    def layer(name, gap, control):
-        return LayerFaithfulness(name, 4, None, gap, control, 0.1)
-    # mean fill: best gap 0.30 but its control is 0.20 (0.10 above); blur: best 0.25 over a control of 0 (0.25)
-    checks = {"mean": [layer("layer4.1", 0.30, 0.20), layer("layer3.1", 0.10, 0.20)],
-              "blur": [layer("layer4.1", 0.05, 0.0), layer("layer3.1", 0.25, 0.0), layer("layer2.1", 0.2, 0.0)]}
-    fill, best = favoured_layer(checks)
-    assert (fill, best.layer) == ("blur", "layer3.1")
-    assert favoured_layer({"mean": checks["mean"]})[1].layer == "layer4.1"
+    results = [LayerFaithfulness(name, 4, None, gap, 0.0, 0.1)
+               for name, gap in (("layer4.1", 0.05), ("layer3.1", 0.25), ("layer2.1", 0.2))]
+    assert best_layer(results).layer == "layer3.1"
 
 
 def test_measure_layers_computes_each_curve_once_and_the_random_ones_for_all_layers():

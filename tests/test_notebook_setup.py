@@ -110,7 +110,7 @@ def settings_cell() -> str:
 @pytest.mark.parametrize("name, value", [("S11_EPOCHS", "abc"), ("S11_EPOCHS", "-2"), ("S11_MAX_LR", "fast"),
                                          ("S11_PRECISION", "half"), ("S11_FLIP", "maybe")])
 def test_bad_environment_overrides_stop_the_settings_cell_in_one_line(monkeypatch, name, value):
-    from PyTorch_Vision.settings import SettingError
+    from PyTorch_Vision.config import SettingError
 
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingError) as e:
@@ -120,3 +120,30 @@ def test_bad_environment_overrides_stop_the_settings_cell_in_one_line(monkeypatc
     namespace = {"os": os}
     exec(compile(settings_cell(), str(NOTEBOOK), "exec"), namespace)
     assert namespace["config"].epochs >= 1
+
+
+def test_without_a_gpu_run_all_stops_before_training_with_one_message(image_folder, tmp_path, monkeypatch):
+    """The data cell on a CPU: stops with the time it would take here and how to change that, unless TRAIN_ON_CPU."""
+    import torch
+
+    from PyTorch_Vision.report import GPUNeeded
+
+    cells = ["".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"]
+    data_cell = next(source for source in cells if "stop_without_gpu(" in source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("S11_SMOKE", raising=False)
+    monkeypatch.delenv("S11_TRAIN_ON_CPU", raising=False)
+    monkeypatch.setenv("S11_DATA_DIR", str(image_folder[0]))
+    monkeypatch.setenv("S11_PLOTS_DIR", str(tmp_path / "plots"))
+    namespace = {"os": os}
+    exec(compile(settings_cell(), str(NOTEBOOK), "exec"), namespace)
+    with pytest.raises(GPUNeeded) as e:
+        exec(compile(data_cell, str(NOTEBOOK), "exec"), namespace)
+    message = e.value._render_traceback_()
+    assert len(message) == 1 and message[0].startswith("No GPU in this runtime: training here would take about ")
+    assert "Runtime > Change runtime type > T4 GPU" in message[0] and "TRAIN_ON_CPU = True" in message[0]
+    monkeypatch.setenv("S11_TRAIN_ON_CPU", "1")
+    exec(compile(settings_cell(), str(NOTEBOOK), "exec"), namespace)
+    exec(compile(data_cell, str(NOTEBOOK), "exec"), namespace)
+    assert (tmp_path / "plots" / "augmented_train.png").exists()

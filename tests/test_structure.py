@@ -10,8 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "PyTorch_Vision"
 MAX_MODULES, MAX_PACKAGE_LINES, MAX_LINES, README_LINES, README_WIDTH = 14, 2450, 450, 90, 120
 MAX_FUNCTION_LINES, LOOP_LINES = 60, 75
-# what the committed notebook imports from modules that are gone, until its next full run replaces its cells
-NOTEBOOK_SHIMS = ("settings.py", "estimate.py")
 NOTEBOOK_PROSE_LINES = 6  # a markdown cell says what the next cell shows; detail lives in docs/
 
 
@@ -29,9 +27,8 @@ def package_imports(path: Path) -> dict[str, set[str]]:
 
 
 def modules() -> dict[str, int]:
-    """{module: lines (wc -l)} of the package, __init__.py and the notebook's shims aside."""
-    return {p.name: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")
-            if p.name not in ("__init__.py", *NOTEBOOK_SHIMS)}
+    """{module: lines (wc -l)} of the package, __init__.py aside."""
+    return {p.name: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
 
 
 def test_the_package_is_few_modules_of_a_readable_size():
@@ -39,14 +36,6 @@ def test_the_package_is_few_modules_of_a_readable_size():
     assert len(sizes) <= MAX_MODULES, f"{len(sizes)} modules: merge what is one job"
     assert not {name: n for name, n in sizes.items() if n > MAX_LINES}, f"modules over {MAX_LINES} lines: {sizes}"
     assert sum(sizes.values()) <= MAX_PACKAGE_LINES, f"{sum(sizes.values())} lines in all: {sizes}"
-
-
-def test_the_shims_are_only_what_the_committed_notebook_still_imports():
-    cells = json.loads((ROOT / "S11_ResNet18.ipynb").read_text())["cells"]
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    for shim in NOTEBOOK_SHIMS:
-        assert f"PyTorch_Vision.{shim[:-3]} import" in code, f"the notebook no longer imports {shim}: delete it"
-        assert len((PACKAGE / shim).read_text().splitlines()) <= 35
 
 
 def test_functions_fit_on_a_screen_and_the_step_and_the_epoch_read_in_one():
