@@ -80,8 +80,8 @@ def train(args: argparse.Namespace) -> None:
     say(layer_table(model))
     history = fit(model, data, config, device=device, out_dir=out, resume=args.resume, progress=args.progress)
     if rank == 0:
-        say(make_report(model, data, history, config, device, out).headline_markdown())
-        say(f"wrote {out}/")
+        print(make_report(model, data, history, config, device, out).headline_markdown())
+        print(f"wrote {out}/")
 
 
 def find_lr(args: argparse.Namespace) -> None:

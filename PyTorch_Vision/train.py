@@ -185,11 +185,14 @@ def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, devic
         model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # inputs are always 32x32: let cuDNN time and keep its fastest kernels
-    chosen = [precision or (choose_precision(device, config.precision, model, min(batch_size // world,
-              len(data.train_labels)), config.channels_last) if rank == 0 else None)]
+    if precision is None and rank == 0:
+        precision = choose_precision(device, config.precision, model, min(batch_size // world,
+                                     len(data.train_labels)), config.channels_last)
     if world > 1:  # rank 0 times the precisions and every process trains in its choice
+        chosen = [precision]
         dist.broadcast_object_list(chosen)
-    name, rates = chosen[0]
+        precision = chosen[0]
+    name, rates = precision
     train_batches, test_batches = make_batches(data, batch_size, device, config)
     optimizer = make_optimizer(model, config)
     if world > 1:
