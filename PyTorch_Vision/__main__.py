@@ -4,8 +4,6 @@ matrix); under torchrun, one run across its processes (docs/USAGE.md, "Several G
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 
@@ -14,48 +12,38 @@ import torch.distributed as dist
 from .config import add_options, config_from_args
 from .data import DataError, load_cifar10
 from .history import PROGRESS, History, results_markdown
-from .lr_finder import lr_find
 from .models import ResNet18, layer_table
-from .plots import plot_lr_find
 from .report import make_report
 from .train import CHECKPOINT, CheckpointError, check_split, fit, load_checkpoint, rank_and_world, run_folder, \
     setup_distributed
-from .utils import OutputError, atomic_write, choose_precision, device_name, resolve_device, seed_everything
+from .utils import OutputError, choose_precision, device_name, seed_everything
 
 
-def positive(kind: type):
-    """An argparse type: a number of `kind` above 0, else argparse's one-line usage error."""
-    def read(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if not (math.isfinite(value) and value > 0):
-            noun = "whole number" if kind is int else "number"
-            raise argparse.ArgumentTypeError(f"must be a positive {noun}, got {text!r}")
-        return value
-    return read
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number above 0, else argparse's one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m PyTorch_Vision", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     train_parser = sub.add_parser("train", help="train ResNet18 on CIFAR-10 and draw every figure")
-    find = sub.add_parser("lr-find", help="LR range test with the training recipe; writes lr_find.png/json")
-    for p, out in ((train_parser, "runs/resnet18"), (find, "runs/lr_find")):
-        p.add_argument("--data-dir", default="data", help="CIFAR-10 folder: ImageFolder copy (train/, test/), "
-                       "cifar-10-batches-py, or where to download it (default: data)")
-        p.add_argument("--out", default=out, help=f"folder for the outputs (default: {out})")
-        p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
-        p.add_argument("--limit-train", type=positive(int), help="use a fixed subset of N training images")
-        add_options(p)
-    train_parser.add_argument("--limit-test", type=positive(int), help="use a fixed subset of N test images")
+    train_parser.add_argument("--data-dir", default="data", help="CIFAR-10 folder: ImageFolder copy (train/, test/), "
+                              "cifar-10-batches-py, or where to download it (default: data)")
+    train_parser.add_argument("--out", default="runs/resnet18", help="folder for the outputs (default: runs/resnet18)")
+    train_parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    train_parser.add_argument("--limit-train", type=positive_int, help="use a fixed subset of N training images")
+    train_parser.add_argument("--limit-test", type=positive_int, help="use a fixed subset of N test images")
     train_parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoint.pt is in --out")
     train_parser.add_argument("--progress", choices=PROGRESS, default="bar",
                               help="a bar and a line per epoch, the line only, or nothing (default: bar)")
-    find.add_argument("--steps", type=positive(int), default=100)
-    find.add_argument("--start-lr", type=positive(float), default=1e-4)
-    find.add_argument("--end-lr", type=positive(float), default=10.0)
+    add_options(train_parser)
     results = sub.add_parser("results", help="print a run's history.json as Markdown: headline, per-epoch table")
     results.add_argument("history", help="a history.json written by train or by the notebook")
     results.add_argument("--headline", action="store_true", help="the headline figures only, not the per-epoch table")
@@ -84,32 +72,11 @@ def train(args: argparse.Namespace) -> None:
         print(f"wrote {out}/")
 
 
-def find_lr(args: argparse.Namespace) -> None:
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise ValueError("lr-find runs in one process: start it without torchrun")
-    out = run_folder(args.out, resume=False)
-    config = config_from_args(args)
-    device = resolve_device(args.device)
-    data = load_cifar10(args.data_dir, limit_train=args.limit_train)
-    seed_everything(config.seed)
-    result = lr_find(ResNet18(num_classes=len(data.classes)), data, config, device, args.start_lr, args.end_lr,
-                     args.steps)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "lr_find.json", json.dumps({"lrs": result.lrs, "losses": result.losses,
-                                                   "batch_size": config.batch_size, "device": device_name(device),
-                                                   "suggestion": result.suggestion()}, indent=1).encode())
-    plot_lr_find(result, config.max_lr, out / "lr_find.png")
-    print(f"{len(result.lrs)} steps on {device_name(device)}; steepest descent at lr {result.suggestion():.3g} "
-          f"(recipe max LR {config.max_lr}); wrote {out}/lr_find.png and lr_find.json")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
             train(args)
-        elif args.command == "lr-find":
-            find_lr(args)
         else:
             print(results_markdown(History.load(args.history), epochs=not args.headline))
     except (DataError, CheckpointError, FloatingPointError, ValueError, OutputError) as e:

@@ -129,25 +129,6 @@ def plot_confusion(labels: torch.Tensor, predicted: torch.Tensor, classes: Seque
     return save_figure(fig, path)
 
 
-def plot_lr_find(result, chosen: float | None = None, path=None) -> Figure:
-    """Smoothed loss against learning rate (log scale), with the steepest-descent suggestion and the chosen rate."""
-    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
-    ax = fig.subplots()
-    ax.plot(result.lrs, result.losses)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("smoothed training loss")
-    suggested = result.suggestion()
-    ax.axvline(suggested, color="tab:green", ls="--", label=f"steepest descent {suggested:.3g}")
-    if chosen is not None:
-        ax.axvline(chosen, color="tab:red", ls=":", label=f"chosen max LR {chosen:.3g}")
-    ax.set_ylim(min(result.losses) * 0.95, min(max(result.losses), 3 * min(result.losses)))
-    ax.legend()
-    ax.grid(alpha=0.3, which="both")
-    ax.set_title("LR range test")
-    return save_figure(fig, path)
-
-
 def plot_deletion_curves(results, path=None) -> Figure:
     """Mean deletion curves per CAM layer (faithfulness.measure_layers) against erasing in random order: the
     further a layer's curve falls below the random one, the more its heatmaps point at what the model uses."""

@@ -103,7 +103,7 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     criterion: nn.Module
     scaler: torch.amp.GradScaler
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # None: a constant LR (tests, benchmarks)
     precision: str = "fp32"
     precision_rates: dict | None = None  # img/s of each precision, where they were timed to choose it
     channels_last: bool = False
@@ -167,10 +167,9 @@ class Trainer:
 
 
 def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, device: torch.device | str | None = None,
-                 batch_size: int | None = None, precision: tuple[str, dict] | None = None,
-                 schedule: bool = True) -> Trainer:
-    """Move `model` to `device` and build what trains it with `config` (the precision timed unless given; no
-    schedule for the LR range test, which sets the LR itself); under torchrun, wrapped in DDP."""
+                 batch_size: int | None = None, precision: tuple[str, dict] | None = None) -> Trainer:
+    """Move `model` to `device` and build what trains it with `config` (the precision timed unless given); under
+    torchrun, wrapped in DDP."""
     device = torch.device(device) if device is not None else default_device()
     batch_size = batch_size or config.batch_size
     rank, world = rank_and_world()
@@ -198,7 +197,7 @@ def make_trainer(model: nn.Module, data: CIFAR10Data, config: TrainConfig, devic
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return Trainer(model, optimizer, make_criterion(config), torch.amp.GradScaler(device.type, enabled=name == "fp16"),
-                   make_scheduler(optimizer, config, len(train_batches)) if schedule else None,
+                   make_scheduler(optimizer, config, len(train_batches)),
                    name, rates, config.channels_last, train_batches, test_batches, rank, world)
 
 

@@ -14,7 +14,6 @@
 #       shortruns (the warm-up rule on short runs: 1 and 2 epochs of all the data, 3 epochs of 5,000 images; seeds 0
 #                 and 1; with the rule and without it (--min-warmup-steps 1), the two side by side; ~3 min)
 #       seeds    (seeds 1 and 2 through the CLI, one after the other)
-#       lrfind   (100-step LR range test)
 #       bench    (benchmarks/benchmark.py with all cores, then limited to 2 cores)
 #       sweep    (the recipe search of benchmarks/sweep.txt, all runs at once)
 # Each step logs to OUT_DIR/<step>.log; a failing step does not stop the others.
@@ -110,7 +109,6 @@ for name, accs in finals.items():
     print(f"{name}: {', '.join(f'{a:.2f}' for a in accs)} -> mean {statistics.mean(accs):.2f}{spread}")
 EOF
 }
-lrfind() { python3 -m PyTorch_Vision lr-find --data-dir "$data" --out "$out/lr_find"; }
 bench() {
     python3 benchmarks/benchmark.py --steps 50 --warmup 5 --data-dir "$data"
     python3 benchmarks/benchmark.py --steps 50 --warmup 5 --data-dir "$data" --cores 2 --skip-plain

@@ -95,19 +95,6 @@ def test_recipe_options_reach_the_training_config(monkeypatch, tmp_path):
     assert "on_device_data=False" in str(e.value)
 
 
-@pytest.mark.slow
-def test_lr_find_writes_curve_and_suggestion(image_folder, tmp_path):
-    root, _ = image_folder
-    out = tmp_path / "lr"
-    # rates up to 0.1 only: five steps to 10 may rise from the first, which the suggestion refuses
-    code = main(["lr-find", "--data-dir", str(root), "--batch-size", "16", "--steps", "5", "--end-lr", "0.1",
-                 "--out", str(out), "--device", "cpu"])
-    assert code == 0
-    found = json.loads((out / "lr_find.json").read_text())
-    assert len(found["lrs"]) == 5 and found["lrs"][0] == pytest.approx(1e-4) and found["batch_size"] == 16
-    assert (out / "lr_find.png").stat().st_size > 0
-
-
 def test_results_prints_a_history_as_markdown(tmp_path, capsys):
     from PyTorch_Vision.history import History, results_markdown
 
@@ -130,8 +117,7 @@ def test_every_setting_is_an_option_with_the_configs_default():
     from PyTorch_Vision.__main__ import build_parser
     from PyTorch_Vision.config import TrainConfig, config_from_args
 
-    for command in ("train", "lr-find"):
-        assert config_from_args(build_parser().parse_args([command])) == TrainConfig()
+    assert config_from_args(build_parser().parse_args(["train"])) == TrainConfig()
     switched_off = [f"--no-{f.name.replace('_', '-')}" for f in fields(TrainConfig) if f.default is True]
     changed = config_from_args(build_parser().parse_args(["train"] + switched_off))
     assert [f.name for f in fields(TrainConfig) if getattr(changed, f.name) is False and f.default is True] == \

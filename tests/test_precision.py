@@ -11,7 +11,6 @@ from torch import nn
 import PyTorch_Vision.utils as precision_module
 from conftest import TinyNet
 from PyTorch_Vision.config import TrainConfig
-from PyTorch_Vision.lr_finder import lr_find
 from PyTorch_Vision.train import Trainer, fit, make_optimizer
 from PyTorch_Vision.utils import choose_precision
 
@@ -179,18 +178,6 @@ def test_fp16_run_that_always_overflows_stops_with_a_clear_error(tiny_data, prog
         fit(AlwaysOverflows(), tiny_data, CONFIG, device="cpu", progress=progress)  # 12 batches an epoch
     with pytest.raises(FloatingPointError, match=r"overflowed on every recent step .*in epoch 1 .*Lower max_lr"):
         fit(AlwaysOverflows(), tiny_data, replace(CONFIG, batch_size=8), device="cpu", progress=progress)  # 24
-
-
-def test_lr_find_runs_fp16_through_a_grad_scaler(tiny_data, monkeypatch):
-    import PyTorch_Vision.lr_finder as lr_finder_module
-
-    made = []
-    real = lr_finder_module.make_trainer
-    monkeypatch.setattr(lr_finder_module, "make_trainer", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
-    torch.manual_seed(0)
-    result = lr_find(TinyNet(), tiny_data, CONFIG, device="cpu", start_lr=1e-4, end_lr=1.0, steps=20)
-    assert len(made) == 1 and made[0].scaler.is_enabled()
-    assert len(result.lrs) == 20 and all(math.isfinite(v) for v in result.losses)
 
 
 def test_fp32_history_without_skipped_steps_loads(tmp_path):
