@@ -69,10 +69,6 @@ def ResNet34(num_classes: int = 10) -> ResNet:
     return ResNet([3, 4, 6, 3], num_classes)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def layer_table(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)) -> str:
     """torchsummary's layer table as text, from a copy on the model's device (its statistics and mode untouched)."""
     from torchsummary import summary as torchsummary_summary

@@ -50,9 +50,8 @@ class Report:
 
 def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: TrainConfig,
                 device: torch.device | str | None = None, out_dir: str | os.PathLike | None = None,
-                n_wrong: int = 10, cam_layer: str = "layer4.1", cam_scores: bool = False) -> Report:
-    """Evaluate `model` and draw every figure (saved as PNG in `out_dir`); GradCAM at `cam_layer` ("layer4.1" is
-    `model.layer4[-1]`), each heatmap titled with its deletion gap where `cam_scores`."""
+                n_wrong: int = 10) -> Report:
+    """Evaluate `model` and draw every figure (saved as PNG in `out_dir`); GradCAM at `model.layer4[-1]`."""
     device = torch.device(device) if device is not None else default_device()
     precision, _ = recorded_precision(history.run, device, config) or choose_precision(device, config.precision)
     out = Path(out_dir) if out_dir is not None else None
@@ -73,8 +72,7 @@ def make_report(model: nn.Module, data: CIFAR10Data, history: History, config: T
         curves=plot_history(history, path("loss_accuracy.png")),
         misclassified=plot_misclassified(shown, preds.labels[wrong], preds.predicted[wrong], preds.confidence[wrong],
                                          data.classes, path=path("misclassified.png")),
-        gradcam=gradcam_gallery(model, data, preds, wrong, cam_layer, "mean" if cam_scores else None,
-                                config.seed, path("misclassified_gradcam.png")),
+        gradcam=gradcam_gallery(model, data, preds, wrong, path=path("misclassified_gradcam.png")),
         confusion=plot_confusion(preds.labels, preds.predicted, data.classes, path("confusion_matrix.png")),
         headline=history.headline() + [
             ("final model with flip test-time augmentation", f"{flip_tta.accuracy:.2f}%"),

@@ -139,21 +139,24 @@ def test_the_gallery_can_title_each_heatmap_with_its_deletion_gap(tiny_data):
     from PyTorch_Vision.gradcam import GradCAM
     from PyTorch_Vision.history import History
     from PyTorch_Vision.models import ResNet18
-    from PyTorch_Vision.report import make_report
+    from PyTorch_Vision.report import gradcam_gallery, make_report
 
     torch.manual_seed(0)
     model = ResNet18().eval()
     history = History()
     history.append(epoch=1, train_loss=1.0, train_acc=10.0, test_loss=2.0, test_acc=10.0, lr=0.1, epoch_seconds=1)
-    config = TrainConfig(batch_size=32)
-    report = make_report(model, tiny_data, history, config, "cpu", n_wrong=3, cam_layer="layer3.1",
-                         cam_scores=True)
+    report = make_report(model, tiny_data, history, TrainConfig(batch_size=32), "cpu", n_wrong=3)
+    assert "layer4.1" in report.gradcam._suptitle.get_text()
+    assert [ax.get_title() for ax in report.gradcam.axes[1::3]] == [
+        f"CAM pred: {tiny_data.classes[p]}" for p in report.predictions.predicted[report.wrong]]
+    gallery = gradcam_gallery(model, tiny_data, report.predictions, report.wrong, "layer3.1", "blur", seed=0)
     inputs, predicted = report.predictions.images[report.wrong], report.predictions.predicted[report.wrong]
     cams = GradCAM(model, model.layer3[-1])(inputs, predicted)
-    gaps = deletion_curves(model, inputs, predicted, cams, generator=torch.Generator().manual_seed(0)).deletion_gap
-    titles = [ax.get_title() for ax in report.gradcam.axes[1::3]]
+    gaps = deletion_curves(model, inputs, predicted, cams, fill="blur",
+                           generator=torch.Generator().manual_seed(0)).deletion_gap
+    titles = [ax.get_title() for ax in gallery.axes[1::3]]
     assert titles == [f"CAM pred: {tiny_data.classes[p]}\ndeletion gap {g:.2f}" for p, g in zip(predicted, gaps)]
-    assert "layer3.1" in report.gradcam._suptitle.get_text()
+    assert "layer3.1, deletion gaps with the blur fill" in gallery._suptitle.get_text()
 
 
 def test_confusion_matrix_and_per_class_accuracy():
